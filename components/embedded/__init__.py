@@ -1,0 +1,1 @@
+"""The embedded default models, prepared from registry packages (no model hub)."""

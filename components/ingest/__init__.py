@@ -1,0 +1,1 @@
+"""Corpus ingestion: one adapter per source kind."""
