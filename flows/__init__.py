@@ -1,0 +1,1 @@
+"""Prefect flows: they call components and DVC, nothing else."""
