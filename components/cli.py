@@ -24,7 +24,6 @@ ParamsOpt = typer.Option(None, "--params", help="params.yaml to use (default: ./
 
 # Stages whose implementation lands in a later issue. Each says so and exits non-zero.
 PENDING = {
-    "ingest": ("Ingest audio sources into 16 kHz shards with a quarantine list.", 4),
     "seeds": ("Write a seed description for every accepted clip.", 4),
     "label": ("The backbone LLM writes its own targets (DeSTA-AQA5M rows).", 5),
     "train": ("Train the Q-Former connector with DeepSpeed ZeRO.", 6),
@@ -54,6 +53,66 @@ for _name, (_help, _issue) in PENDING.items():
     app.command(
         _name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
     )(_pending_command(_name, _help, _issue))
+
+
+@app.command()
+def ingest(
+    source: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--source", help="'embedded', a directory, a lhotse recordings manifest or an AQA .jsonl; repeatable."
+    ),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default: <data.root>/ingest)."),  # noqa: UP045
+    data_root: Optional[Path] = typer.Option(None, help="Root that manifest/JSONL audio paths are relative to."),  # noqa: UP045
+    workers: Optional[int] = typer.Option(None, help="Decoder processes (default: params ingest.workers)."),  # noqa: UP045
+    params: Optional[Path] = ParamsOpt,  # noqa: UP045
+    track: bool = typer.Option(True, help="Log the run to MLflow."),
+) -> None:
+    """Decode, check and convert audio to 16 kHz mono tar shards; rejects go to quarantine.jsonl."""
+    from components.ingest.decode import Limits
+    from components.ingest.embedded import EspeakSettings, corpus_card
+    from components.ingest.run import QUARANTINE, STATS, ingest as run_ingest
+    from components.ingest.sources import EMBEDDED, resolve_sources
+
+    prof = _profile(params)
+    cfg = prof.ingest
+    sources = source or cfg.sources
+    out = out or Path(prof.data.root) / "ingest"
+    t0 = time.perf_counter()
+    try:
+        espeak = EspeakSettings(**cfg.embedded.model_dump())
+        cands = resolve_sources(sources, data_root, espeak)
+    except (ValueError, OSError) as err:
+        fail(str(err))
+    limits = Limits(cfg.min_duration, cfg.max_duration, cfg.silence_dbfs, prof.data.sample_rate)
+    report = run_ingest(cands, out, limits, cfg.shard_max_mb * 2**20, workers or cfg.workers)
+    seconds = time.perf_counter() - t0
+    if EMBEDDED in sources:
+        from components.atomic import atomic_write_text
+
+        atomic_write_text(out / "corpus_card.md", corpus_card())
+    stats = report.as_dict()
+    reasons = ", ".join(f"{k}: {v}" for k, v in stats["quarantined_by_reason"].items()) or "none"
+    console.print(
+        f"[green]ingest[/] accepted {stats['accepted']}, quarantined {stats['quarantined']} ({reasons}), "
+        f"total {stats['total']} inputs; decoded {report.decoded}, reused {report.reused}; "
+        f"{stats['accepted_audio_seconds']:.0f} s of audio in {seconds:.1f} s -> {out}"
+    )
+    if track:
+        from components.tracking import stage_run
+
+        with stage_run("ingest", prof.tracking.experiment, params={"ingest": cfg.model_dump(mode="json")}) as run:
+            counts = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+            run.log_metrics(counts | {"decoded": report.decoded, "reused": report.reused, "wall_seconds": seconds})
+            run.log_artifact(out / STATS)
+            run.log_artifact(out / QUARANTINE)
+            if (out / "corpus_card.md").exists():
+                run.log_artifact(out / "corpus_card.md")
+
+
+def _profile(params: Optional[Path]):  # noqa: UP045
+    try:
+        return load_params(params).active
+    except ConfigError as err:
+        fail(str(err))
 
 
 @app.command()

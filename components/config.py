@@ -40,12 +40,22 @@ class DataConfig(Section):
     sample_rate: int = Field(16000, gt=0)
 
 
+class EmbeddedCorpusConfig(Section):
+    """The built-in corpus: how many espeak-ng clips to synthesise, and how many with noise."""
+
+    espeak_clips: int = Field(300, ge=0)
+    noise_fraction: float = Field(0.25, ge=0, le=1)
+    seed: int = 0
+
+
 class IngestConfig(Section):
+    sources: list[str] = ["embedded"]
     min_duration: float = Field(0.3, gt=0)
     max_duration: float = Field(30.0, gt=0)
     silence_dbfs: float = Field(-60.0, le=0)
     shard_max_mb: int = Field(64, gt=0)
     workers: int = Field(2, ge=1)
+    embedded: EmbeddedCorpusConfig = EmbeddedCorpusConfig()
 
     @model_validator(mode="after")
     def _bounds(self) -> IngestConfig:
