@@ -24,7 +24,6 @@ ParamsOpt = typer.Option(None, "--params", help="params.yaml to use (default: ./
 
 # Stages whose implementation lands in a later issue. Each says so and exits non-zero.
 PENDING = {
-    "seeds": ("Write a seed description for every accepted clip.", 4),
     "label": ("The backbone LLM writes its own targets (DeSTA-AQA5M rows).", 5),
     "train": ("Train the Q-Former connector with DeepSpeed ZeRO.", 6),
     "evaluate": ("Evaluate a model and apply the promotion gate.", 7),
@@ -108,6 +107,42 @@ def ingest(
                 run.log_artifact(out / "corpus_card.md")
 
 
+@app.command()
+def seeds(
+    ingested: Optional[Path] = typer.Option(None, "--in", help="Ingest output dir (default: <data.root>/ingest)."),  # noqa: UP045
+    out: Optional[Path] = typer.Option(None, help="Output dir (default: <data.root>/seeds)."),  # noqa: UP045
+    params: Optional[Path] = ParamsOpt,  # noqa: UP045
+    track: bool = typer.Option(True, help="Log the run to MLflow."),
+) -> None:
+    """Write a seed description for every accepted clip (Whisper transcripts + measured attributes)."""
+    from components.seeds.run import REPORT, build_seeds
+
+    prof = _profile(params)
+    root = Path(prof.data.root)
+    ingested, out = ingested or root / "ingest", out or root / "seeds"
+    t0 = time.perf_counter()
+    try:
+        report = build_seeds(ingested, root, out, prof.models.whisper, prof.seeds)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    seconds = time.perf_counter() - t0
+    wer = ", ".join(f"{k} {v['wer']:.3f} (n={v['n']})" for k, v in report["whisper_wer_on_known_transcripts"].items())
+    agree = ", ".join(f"{k} {v['agree']}" for k, v in report["measured_vs_espeak_settings"].items())
+    console.print(
+        f"[green]seeds[/] {report['clips']} clips ({report['speech']} speech, {report['sound']} sound) in "
+        f"{seconds:.1f} s -> {out}\n  whisper WER: {wer or 'n/a'}\n  measured vs espeak settings: {agree or 'n/a'}"
+    )
+    if track:
+        from components.tracking import stage_run
+
+        with stage_run("seeds", prof.tracking.experiment, params={"seeds": prof.seeds.model_dump(mode="json")}) as run:
+            metrics = {f"wer.{k}": v["wer"] for k, v in report["whisper_wer_on_known_transcripts"].items()}
+            metrics |= {f"agree.{k.replace(' ', '_')}": v["agree"] for k, v in report["measured_vs_espeak_settings"].items()
+                        if v["agree"] is not None}
+            run.log_metrics(metrics | {"clips": report["clips"], "wall_seconds": seconds})
+            run.log_artifact(out / REPORT)
+
+
 def _profile(params: Optional[Path]):  # noqa: UP045
     try:
         return load_params(params).active
@@ -146,8 +181,10 @@ def config(params: Optional[Path] = ParamsOpt) -> None:  # noqa: UP045
 @app.command()
 def run(params: Optional[Path] = ParamsOpt) -> None:  # noqa: UP045
     """The main job on the embedded default: every stage built so far, then a summary."""
-    from components.embedded.check import chat, transcribe
+    from components.audio import load_audio
+    from components.embedded.check import chat
     from components.ingest.asterisk import speech_prompts
+    from components.seeds.transcribe import Transcriber
     from components.tracking import stage_run
 
     try:
@@ -157,7 +194,7 @@ def run(params: Optional[Path] = ParamsOpt) -> None:  # noqa: UP045
     prof = p.active
     t0 = time.perf_counter()
     wav, truth = speech_prompts()[0]
-    heard = transcribe(Path(prof.models.whisper), [wav])[0]
+    heard = Transcriber(prof.models.whisper)([load_audio(wav).numpy()])[0]
     answer = chat(Path(prof.models.llm), ["Name one colour of the rainbow."])[0]
     with stage_run("run", prof.tracking.experiment, params=prof.model_dump(mode="json")) as r:
         r.log_dict({"audio": str(wav), "reference": truth, "whisper": heard, "llm_answer": answer}, "check.json")

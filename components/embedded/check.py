@@ -1,4 +1,4 @@
-"""Quick functional checks of the prepared models: Whisper transcribes, the LLM answers."""
+"""Quick functional check of the prepared LLM: greedy chat answers."""
 
 from __future__ import annotations
 
@@ -6,24 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-
-from components.audio import load_audio
-
-
-def transcribe(model_dir: Path, wavs: Sequence[Path], batch_size: int = 8) -> list[str]:
-    """Greedy transcripts of `wavs` with the HF Whisper in `model_dir`."""
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-    processor = WhisperProcessor.from_pretrained(model_dir)
-    model = WhisperForConditionalGeneration.from_pretrained(model_dir).eval()
-    out: list[str] = []
-    for i in range(0, len(wavs), batch_size):
-        audio = [load_audio(p, 16000).numpy() for p in wavs[i : i + batch_size]]
-        feats = processor(audio, sampling_rate=16000, return_tensors="pt").input_features
-        with torch.inference_mode():
-            ids = model.generate(feats, do_sample=False, num_beams=1)
-        out += [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
-    return out
 
 
 def chat(model_dir: Path, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:

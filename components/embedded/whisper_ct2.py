@@ -28,17 +28,20 @@ _TIMESTAMPS = 1501  # <|0.00|> ... <|30.00|> in 0.02 s steps
 _EN_VOCAB = 51864  # English-only Whisper: GPT-2 BPE + 106 specials + timestamps
 
 
-def _unpack(f: BinaryIO, fmt: str) -> tuple[int, ...]:
-    size = struct.calcsize("<" + fmt)
-    raw = f.read(size)
-    if len(raw) != size:
+def _read(f: BinaryIO, n: int) -> bytes:
+    raw = f.read(n)
+    if len(raw) != n:
         raise ValueError("truncated CTranslate2 model file")
-    return struct.unpack("<" + fmt, raw)
+    return raw
+
+
+def _unpack(f: BinaryIO, fmt: str) -> tuple[int, ...]:
+    return struct.unpack("<" + fmt, _read(f, struct.calcsize("<" + fmt)))  # "<": packed, no alignment
 
 
 def _string(f: BinaryIO) -> str:
     (n,) = _unpack(f, "H")
-    return f.read(n)[:-1].decode("utf-8")  # length counts the trailing NUL
+    return _read(f, n)[:-1].decode("utf-8")  # length counts the trailing NUL
 
 
 def read_ct2_model(path: Path) -> dict[str, torch.Tensor]:
@@ -48,17 +51,20 @@ def read_ct2_model(path: Path) -> dict[str, torch.Tensor]:
         (version,) = _unpack(f, "I")
         if version != 6:
             raise ValueError(f"{path}: CTranslate2 binary version {version}, only 6 is supported")
-        _string(f), _unpack(f, "I")  # spec name and revision
+        _string(f)  # spec name, e.g. WhisperSpec
+        _unpack(f, "I")  # spec revision
         (n_vars,) = _unpack(f, "I")
         for _ in range(n_vars):
             name = _string(f)
             (ndim,) = _unpack(f, "B")
             dims = _unpack(f, f"{ndim}I")
             dtype_id, nbytes = _unpack(f, "BI")
+            if dtype_id not in _DTYPES:
+                raise ValueError(f"{path}: {name} has unknown dtype id {dtype_id}")
             dtype = _DTYPES[dtype_id]
             if nbytes != math.prod(dims) * dtype.itemsize:
                 raise ValueError(f"{path}: {name} has {nbytes} bytes for shape {dims} {dtype}")
-            tensors[name] = torch.frombuffer(bytearray(f.read(nbytes)), dtype=dtype).reshape(dims)
+            tensors[name] = torch.frombuffer(bytearray(_read(f, nbytes)), dtype=dtype).reshape(dims)
         (n_aliases,) = _unpack(f, "I")
         for _ in range(n_aliases):
             alias, target = _string(f), _string(f)
@@ -200,16 +206,17 @@ def convert_ct2_whisper(src_dir: Path, out_dir: Path) -> None:
     config.eos_token_id = config.pad_token_id = tokenizer.eos_token_id
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
-    state = _hf_state_dict(tensors, config)
-    expected = set(model.state_dict()) - {"proj_out.weight"}  # tied to embed_tokens
-    if set(state) != expected:
-        raise ValueError(f"key mismatch: missing {sorted(expected - set(state))}, extra {sorted(set(state) - expected)}")
-    model.load_state_dict(state, strict=False, assign=True)
+    # Built on meta and filled by assignment: any weight not mapped stays meta and is caught below.
+    result = model.load_state_dict(_hf_state_dict(tensors, config), strict=False, assign=True)
+    missing = set(result.missing_keys) - {"proj_out.weight"}  # tied to embed_tokens, set by tie_weights
+    if missing or result.unexpected_keys:
+        raise ValueError(f"HF key mismatch: missing {sorted(missing)}, unexpected {result.unexpected_keys}")
     model.tie_weights()
-    if any(p.is_meta for p in model.parameters()) or any(b.is_meta for b in model.buffers()):
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
         raise ValueError("some HF parameters were left uninitialised")
+    if model.proj_out.weight is not model.model.decoder.embed_tokens.weight:
+        raise ValueError("proj_out is not tied to the token embedding")
     model.generation_config = _generation_config(src_dir, config, tokenizer)
-    model.eval()
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
