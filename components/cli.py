@@ -27,10 +27,8 @@ PENDING = {
     "label": ("The backbone LLM writes its own targets (DeSTA-AQA5M rows).", 5),
     "train": ("Train the Q-Former connector with DeepSpeed ZeRO.", 6),
     "evaluate": ("Evaluate a model and apply the promotion gate.", 7),
-    "score": ("Score a benchmark results file (e.g. `desta score mmau RESULTS.json`).", 7),
     "retrain": ("Run the Prefect retrain flow over the DVC stages.", 8),
     "lineage": ("Print and verify the lineage chain of a model version or run.", 8),
-    "stack": ("Start/stop/check the local S3 + MLflow + Prefect stack.", 8),
 }
 
 
@@ -47,6 +45,12 @@ def _pending_command(name: str, help_text: str, issue: int):
     command.__name__ = name
     return command
 
+
+from components.evaluate.score_cli import app as score_app  # noqa: E402
+from components.stack.cli import app as stack_app  # noqa: E402
+
+app.add_typer(score_app, name="score", help="Score a benchmark results file (e.g. `desta score mmau RESULTS.json`).")
+app.add_typer(stack_app, name="stack", help="Start, stop and check the local S3 + MLflow + Prefect stack.")
 
 for _name, (_help, _issue) in PENDING.items():
     app.command(
@@ -69,7 +73,7 @@ def ingest(
     from components.ingest.decode import Limits
     from components.ingest.embedded import EspeakSettings, corpus_card
     from components.ingest.run import QUARANTINE, STATS, ingest as run_ingest
-    from components.ingest.sources import EMBEDDED, resolve_sources
+    from components.ingest.sources import resolve_sources
 
     prof = _profile(params)
     cfg = prof.ingest
@@ -84,10 +88,9 @@ def ingest(
     limits = Limits(cfg.min_duration, cfg.max_duration, cfg.silence_dbfs, prof.data.sample_rate)
     report = run_ingest(cands, out, limits, cfg.shard_max_mb * 2**20, workers or cfg.workers)
     seconds = time.perf_counter() - t0
-    if EMBEDDED in sources:
-        from components.atomic import atomic_write_text
+    from components.atomic import atomic_write_text
 
-        atomic_write_text(out / "corpus_card.md", corpus_card())
+    atomic_write_text(out / "corpus_card.md", corpus_card(sources))
     stats = report.as_dict()
     reasons = ", ".join(f"{k}: {v}" for k, v in stats["quarantined_by_reason"].items()) or "none"
     console.print(
@@ -103,8 +106,7 @@ def ingest(
             run.log_metrics(counts | {"decoded": report.decoded, "reused": report.reused, "wall_seconds": seconds})
             run.log_artifact(out / STATS)
             run.log_artifact(out / QUARANTINE)
-            if (out / "corpus_card.md").exists():
-                run.log_artifact(out / "corpus_card.md")
+            run.log_artifact(out / "corpus_card.md")
 
 
 @app.command()
@@ -179,31 +181,35 @@ def config(params: Optional[Path] = ParamsOpt) -> None:  # noqa: UP045
 
 
 @app.command()
-def run(params: Optional[Path] = ParamsOpt) -> None:  # noqa: UP045
-    """The main job on the embedded default: every stage built so far, then a summary."""
-    from components.audio import load_audio
-    from components.embedded.check import chat
-    from components.ingest.asterisk import speech_prompts
-    from components.seeds.transcribe import Transcriber
-    from components.tracking import stage_run
+def run(
+    params: Optional[Path] = ParamsOpt,  # noqa: UP045
+    force: bool = typer.Option(False, help="Re-run every stage even if up to date."),
+) -> None:
+    """The main job on the embedded default: `dvc repro` of every stage built so far, then a summary."""
+    import os
+    import subprocess
 
-    try:
-        p = load_params(params)
-    except ConfigError as err:
-        fail(str(err))
-    prof = p.active
+    prof = _profile(params)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [str(bin_dir / "dvc"), "repro"] + (["--force"] if force else [])
+    console.print(f"[cyan]run:[/] {' '.join(cmd[1:])} (profile {load_params(params).profile})")
     t0 = time.perf_counter()
-    wav, truth = speech_prompts()[0]
-    heard = Transcriber(prof.models.whisper)([load_audio(wav).numpy()])[0]
-    answer = chat(Path(prof.models.llm), ["Name one colour of the rainbow."])[0]
-    with stage_run("run", prof.tracking.experiment, params=prof.model_dump(mode="json")) as r:
-        r.log_dict({"audio": str(wav), "reference": truth, "whisper": heard, "llm_answer": answer}, "check.json")
-        r.log_metrics({"check_seconds": time.perf_counter() - t0})
-    console.print(f"[green]whisper[/] {wav.name}: {heard!r} (reference {truth!r})")
-    console.print(f"[green]llm[/] {answer!r}")
-    console.print(f"[green]mlflow[/] run {r.run_id} in experiment {prof.tracking.experiment!r}")
-    pending = [n for n in ("ingest", "seeds", "label", "train", "evaluate") if n in PENDING]
-    console.print(f"pipeline stages not built yet: {', '.join(pending)}")
+    if subprocess.run(cmd, env=env).returncode != 0:
+        fail("dvc repro failed (see the stage output above)")
+    root = Path(prof.data.root)
+    for name, path in (("ingest", root / "ingest" / "stats.json"), ("seeds", root / "seeds" / "report.json")):
+        if path.is_file():
+            console.print(f"[green]{name}[/] {path}: {path.read_text().strip()}")
+    pending = [n for n in ("label", "train", "evaluate") if n in PENDING]
+    console.print(f"[green]run[/] done in {time.perf_counter() - t0:.0f} s; MLflow: {_tracking_uri()}; "
+                  f"stages not built yet: {', '.join(pending) or 'none'}")
+
+
+def _tracking_uri() -> str:
+    from components.tracking import tracking_uri
+
+    return tracking_uri()
 
 
 def main() -> None:

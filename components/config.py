@@ -66,10 +66,13 @@ class IngestConfig(Section):
 
 class SeedsConfig(Section):
     whisper_batch_size: int = Field(16, ge=1)
+    # Clips per dataset that Whisper also transcribes when the corpus gives a transcript (WER report).
+    report_clips_per_dataset: int = Field(64, ge=0)
+    shard_rows: int = Field(2000, ge=1)
     # Bucket edges (ascending) map a measurement to the paper's words, e.g. Very low … Very high.
     pitch_hz_edges: list[float] = [120.0, 160.0, 210.0, 260.0]
-    volume_dbfs_edges: list[float] = [-35.0, -28.0, -20.0, -12.0]
-    speed_wps_edges: list[float] = [1.5, 2.3, 3.0, 3.8]
+    volume_dbfs_edges: list[float] = [-40.0, -32.0, -24.0, -18.5]
+    speed_wps_edges: list[float] = [2.3, 3.05, 3.9, 4.95]
 
 
 class LabelConfig(Section):

@@ -39,7 +39,11 @@ ESPEAK_WPM = [90, 125, 165, 210, 260]
 VOLUME_DBFS = [-44.0, -36.0, -28.0, -20.0, -13.0]
 VOICES = {"Male": ["m1", "m2", "m3", "m4", "m5", "m6", "m7"], "Female": ["f1", "f2", "f3", "f4", "f5"]}
 
-CARD = """# Embedded corpus card
+CARD = """# Corpus card
+
+Sources of this ingest run: {sources}.
+
+## The embedded corpus
 
 Built by `desta ingest --source embedded` from Debian packages; nothing is downloaded.
 
@@ -198,8 +202,10 @@ def embedded_candidates(settings: EspeakSettings, cache: Path) -> list[Candidate
     )
 
 
-def corpus_card() -> str:
+def corpus_card(sources: list[str]) -> str:
+    """The card for an ingest run: its sources, and what the embedded corpus holds and its licences."""
     return CARD.format(
+        sources=", ".join(f"`{s}`" for s in sources),
         asterisk_version=_deb_version("asterisk-core-sounds-en-wav"),
         freedesktop_version=_deb_version("sound-theme-freedesktop"),
         alsa_version=_deb_version("alsa-utils"),

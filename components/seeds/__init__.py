@@ -1,0 +1,1 @@
+"""Seed descriptions: timestamped text of what is in each clip (the paper's format)."""

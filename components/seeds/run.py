@@ -1,0 +1,200 @@
+"""`desta seeds`: a seed description for every accepted clip, in JSONL shards, plus a report."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from components.atomic import atomic_write_text
+from components.config import SeedsConfig
+from components.ingest.run import MANIFEST, read_jsonl
+from components.ingest.shards import read_audio_ref
+from components.progress import progress_bar
+from components.seeds import attributes as A
+from components.seeds.describe import sound_description, speech_description
+from components.seeds.transcribe import Transcriber
+
+SHARD_DIR = "shards"
+SHARD_GLOB = "seeds-*.jsonl"
+REPORT = "report.json"
+_TAGS = re.compile(r"[\[(][^\])]*[\])]")
+
+
+@dataclass
+class Clip:
+    row: dict[str, Any]
+    ref: str
+    wav: torch.Tensor
+
+
+def audio_ref(manifest_dir: Path, data_root: Path, row: dict[str, Any]) -> str:
+    """The clip's reference relative to the data root: `<shard path>/<id>.flac`."""
+    shard = (manifest_dir / row["shard"]).resolve()
+    root = data_root.resolve()
+    if not shard.is_relative_to(root):
+        raise ValueError(f"ingest output {manifest_dir} is not under the data root {data_root}")
+    return f"{os.path.relpath(shard, root)}/{row['id']}.flac"
+
+
+def looks_like_speech(transcript: str, measured: A.Measured) -> bool:
+    """Whisper found words (not just tags like "(music)") in audio with voiced frames."""
+    return bool(_TAGS.sub("", transcript).strip(" .,!?-")) and measured.voiced_seconds >= 0.2
+
+
+def _attributes(meta: dict[str, Any], m: A.Measured, transcript: str, cfg: SeedsConfig) -> dict[str, dict]:
+    """Paper field -> {"value", "source"}: metadata when it gives one, else measured."""
+    out: dict[str, dict] = {}
+    if meta.get("emotion"):
+        out["Emotion"] = {"value": str(meta["emotion"]).capitalize(), "source": "metadata"}
+    gender = meta.get("gender")
+    if gender:
+        gender = {"m": "Male", "f": "Female"}.get(str(gender).lower()[:1], str(gender))
+        out["Gender"] = {"value": gender, "source": "metadata"}
+    elif A.gender_from_pitch(m.pitch_hz):
+        out["Gender"] = {"value": A.gender_from_pitch(m.pitch_hz), "source": "measured"}
+    measured = {
+        "Pitch": (meta.get("pitch"), m.pitch_hz, cfg.pitch_hz_edges, A.LEVELS),
+        "Volume": (meta.get("volume"), m.loudness_db, cfg.volume_dbfs_edges, A.LEVELS),
+        "Speaking speed": (
+            meta.get("speaking_speed"), A.words_per_second(transcript, m.voiced_seconds), cfg.speed_wps_edges, A.SPEEDS,
+        ),
+    }
+    for name, (given, value, edges, words) in measured.items():
+        if given:
+            out[name] = {"value": str(given), "source": "metadata"}
+        elif value is not None:
+            out[name] = {"value": A.bucket(value, edges, words), "source": "measured"}
+    return out
+
+
+def build_seeds(
+    manifest_dir: Path,
+    data_root: Path,
+    out_dir: Path,
+    whisper_dir: str | Path,
+    cfg: SeedsConfig,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Write seed rows for every clip in manifest_dir/manifest.jsonl; returns the report."""
+    rows = read_jsonl(manifest_dir / MANIFEST)
+    if not rows:
+        raise ValueError(f"no clips in {manifest_dir / MANIFEST}: run `desta ingest` first")
+    clips: list[Clip] = []
+    with progress_bar("seeds: measure", total=len(rows), enabled=show_progress, unit="clips") as advance:
+        for row in rows:
+            ref = audio_ref(manifest_dir, data_root, row)
+            data, _ = read_audio_ref(data_root, ref)
+            clips.append(Clip(row, ref, torch.from_numpy(data)))
+            advance(1)
+    measured = [A.measure(c.wav) for c in clips]
+
+    # Whisper runs on clips without a given transcript, and on a sample of the others for the WER
+    # report (a fixed number per dataset, picked by content id so the sample is stable).
+    need = [i for i, c in enumerate(clips) if c.row["metadata"].get("kind") != "sound"
+            and not c.row["metadata"].get("transcript")]
+    given: dict[str, list[int]] = {}
+    for i, c in enumerate(clips):
+        if c.row["metadata"].get("transcript"):
+            given.setdefault(c.row["dataset"], []).append(i)
+    for idx in given.values():
+        need += sorted(idx, key=lambda i: clips[i].row["id"])[: cfg.report_clips_per_dataset]
+    need.sort()
+    transcriber = Transcriber(whisper_dir, cfg.whisper_batch_size)
+    with progress_bar("seeds: whisper", total=len(need), enabled=show_progress, unit="clips") as advance:
+        heard = transcriber([clips[i].wav.numpy() for i in need], on_batch=advance)
+    whisper = dict(zip(need, heard))
+
+    out_rows: list[dict[str, Any]] = []
+    for i, (clip, m) in enumerate(zip(clips, measured)):
+        meta = clip.row["metadata"]
+        given = meta.get("transcript")
+        transcript = given or whisper.get(i, "")
+        kind = meta.get("kind") or ("speech" if looks_like_speech(transcript, m) else "sound")
+        if kind == "speech":
+            attrs = _attributes(meta, m, transcript, cfg)
+            desc = speech_description(m.duration, transcript, {k: v["value"] for k, v in attrs.items()})
+        else:
+            attrs = {"Audio category": {"value": str(meta.get("category", "unknown")), "source": "metadata" if meta.get("category") else "unknown"}}
+            transcript = None
+            desc = sound_description(m.duration, attrs["Audio category"]["value"])
+        out_rows.append({
+            "id": clip.row["id"],
+            "dataset": clip.row["dataset"],
+            "audio": clip.ref,
+            "transcript": transcript or None,
+            "seed_description": desc,
+            "kind": kind,
+            "speaker": meta.get("speaker"),
+            "transcript_source": ("metadata" if given else "whisper") if kind == "speech" else None,
+            "whisper_transcript": whisper.get(i),
+            "attributes": attrs,
+            "measured": {"pitch_hz": m.pitch_hz, "loudness_db": m.loudness_db, "voiced_seconds": m.voiced_seconds,
+                         "duration": m.duration},
+            "synth": meta.get("synth"),
+        })
+    _write_shards(out_dir, out_rows, cfg.shard_rows)
+    report = seeds_report(out_rows, cfg)
+    atomic_write_text(out_dir / REPORT, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
+
+
+def _write_shards(out_dir: Path, rows: list[dict[str, Any]], shard_rows: int) -> None:
+    out_dir = out_dir / SHARD_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for n, start in enumerate(range(0, len(rows), shard_rows)):
+        name = f"seeds-{n:06d}.jsonl"
+        text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows[start : start + shard_rows])
+        atomic_write_text(out_dir / name, text)
+        names.append(name)
+    for stale in out_dir.glob(SHARD_GLOB):  # fewer rows than last time: old tail shards go
+        if stale.name not in names:
+            stale.unlink()
+
+
+def read_seeds(seeds_dir: Path) -> list[dict[str, Any]]:
+    """All seed rows of a seeds output directory (or one JSONL file), in order."""
+    files = [seeds_dir] if seeds_dir.is_file() else sorted((seeds_dir / SHARD_DIR).glob(SHARD_GLOB))
+    return [r for f in files for r in read_jsonl(f)]
+
+
+def seeds_report(rows: list[dict[str, Any]], cfg: SeedsConfig) -> dict[str, Any]:
+    """Counts, Whisper WER on clips with a known transcript, and measured-vs-truth agreement."""
+    from components.evaluate.scorers import wer
+
+    kinds = Counter(r["kind"] for r in rows)
+    known = [r for r in rows if r["transcript_source"] == "metadata" and r["whisper_transcript"] is not None]
+    by_dataset = {}
+    for ds in sorted({r["dataset"] for r in known}):
+        sub = [r for r in known if r["dataset"] == ds]
+        by_dataset[ds] = {"wer": round(wer([r["transcript"] for r in sub], [r["whisper_transcript"] for r in sub]), 4),
+                          "n": len(sub)}
+    synth = [r for r in rows if r.get("synth")]
+    agreement: dict[str, dict] = {}
+    for field, truth_key, fn in (
+        ("Gender", None, lambda r: A.gender_from_pitch(r["measured"]["pitch_hz"])),
+        ("Pitch", "pitch", lambda r: A.bucket(r["measured"]["pitch_hz"], cfg.pitch_hz_edges, A.LEVELS)
+         if r["measured"]["pitch_hz"] else None),
+        ("Volume", "volume", lambda r: A.bucket(r["measured"]["loudness_db"], cfg.volume_dbfs_edges, A.LEVELS)
+         if r["measured"]["loudness_db"] is not None else None),
+        ("Speaking speed", "speed", lambda r: A.bucket(w, cfg.speed_wps_edges, A.SPEEDS)
+         if (w := A.words_per_second(r["transcript"] or "", r["measured"]["voiced_seconds"])) else None),
+    ):
+        pairs = [((r["attributes"]["Gender"]["value"] if truth_key is None else r["synth"][truth_key]), fn(r))
+                 for r in synth]
+        agree = sum(t == p for t, p in pairs)
+        agreement[field] = {"agree": round(agree / len(pairs), 4) if pairs else None, "n": len(pairs)}
+    return {
+        "clips": len(rows),
+        "speech": kinds.get("speech", 0),
+        "sound": kinds.get("sound", 0),
+        "whisper_wer_on_known_transcripts": by_dataset,
+        "measured_vs_espeak_settings": agreement,
+    }

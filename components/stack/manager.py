@@ -1,0 +1,232 @@
+"""`up`, `down` and `status` of the local stack: real processes on 127.0.0.1, tracked by pid in a state file.
+
+S3 is moto: it keeps buckets and objects **in memory only**, so everything stored in it (DVC remote
+data, MLflow artifacts) is lost when the stack stops. MLflow runs and Prefect state survive in sqlite
+files in the data dir, but their artifact links then point at objects that are gone.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.error
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from components.stack import procs
+from components.stack.config import HOST, STATE_NAME, StackConfig, data_dir_from_env
+from components.stack.health import ServiceExited, http_json, wait_healthy
+from components.stack.services import Service, base_env, executable, prefect_env, services
+from components.stack.state import config_of, new_state, read_state, utc_now, write_state
+
+Log = Callable[[str], None]
+MOTO_NOTE = "S3 is moto, in memory: buckets and objects are lost whenever the stack stops."
+
+
+class StackError(RuntimeError):
+    """A service could not be started (the message names it and its log) or the state is unusable."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    title: str
+    pid: int
+    url: str
+    log: str
+    running: bool
+    healthy: bool
+    rss_mb: float
+
+
+def _lock(data_dir: Path) -> FileLock:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(data_dir / ".stack.lock"), timeout=300)  # a concurrent `up` may take a while
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _running(entry: dict[str, Any]) -> bool:
+    return procs.owns(entry["pid"], entry["argv"], entry.get("start_ticks"))
+
+
+def _stop_all(state: dict[str, Any], timeout: float, log: Log) -> None:
+    """Stop every service in the state, last started first (the worker before its server)."""
+    for name, entry in reversed(list(state["services"].items())):
+        pid = entry["pid"]
+        if _running(entry):
+            procs.terminate(pid, timeout)
+            log(f"stopped {name} (pid {pid})")
+        elif procs.alive(pid):
+            log(f"{name}: pid {pid} now belongs to another process ({procs.cmdline(pid)}); left alone")
+        else:
+            procs.reap(pid)
+            log(f"{name} (pid {pid}) was not running")
+
+
+def _create_buckets(cfg: StackConfig) -> None:
+    import boto3  # ~0.5 s import: only when starting
+
+    env = base_env()
+    s3 = boto3.client(
+        "s3", endpoint_url=cfg.s3_url, region_name=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"),
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    have = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in (cfg.dvc_bucket, cfg.mlflow_bucket):
+        if bucket not in have:
+            s3.create_bucket(Bucket=bucket)
+
+
+def _ensure_pool(cfg: StackConfig, log: Log) -> None:
+    """Create the process work pool unless it exists (the Prefect db persists across restarts)."""
+    try:
+        http_json(f"{cfg.prefect_api_url}/work_pools/{cfg.pool}")
+        return
+    except urllib.error.HTTPError as err:
+        if err.code != 404:
+            raise StackError(f"prefect: could not look up work pool {cfg.pool!r}: HTTP {err.code}") from None
+    # The CLI fills in the process worker's default job template, which a bare REST call would not.
+    res = subprocess.run(
+        [executable("prefect"), "work-pool", "create", cfg.pool, "--type", "process"],
+        env={**base_env(), **prefect_env(cfg)}, capture_output=True, text=True, timeout=120,
+    )
+    if res.returncode != 0:
+        raise StackError(f"prefect: creating work pool {cfg.pool!r} failed:\n{res.stdout}{res.stderr}")
+    log(f"created work pool {cfg.pool!r} (type process)")
+
+
+def _databases(cfg: StackConfig) -> list[Path]:
+    return [cfg.data_dir / "mlflow.db", cfg.data_dir / "prefect" / "prefect.db"]
+
+
+def _start(svc: Service, state: dict[str, Any], cfg: StackConfig) -> subprocess.Popen:
+    proc = procs.spawn(svc.argv, svc.env, svc.log, cwd=cfg.data_dir)
+    state["services"][svc.name] = {
+        "pid": proc.pid, "port": svc.port, "url": svc.url, "log": str(svc.log), "started": utc_now().isoformat(),
+        "argv": list(svc.argv), "start_ticks": procs.start_ticks(proc.pid),
+    }
+    write_state(cfg.state_file, state)  # at once: if `up` is killed now, `down` still finds this pid
+    return proc
+
+
+def _wait(svc: Service, proc: subprocess.Popen, state: dict[str, Any], timeout: float) -> None:
+    started = datetime.fromisoformat(state["services"][svc.name]["started"])
+    try:
+        ok = wait_healthy(lambda: svc.healthy(started), timeout, lambda: proc.poll() is None)
+    except ServiceExited:
+        raise StackError(
+            f"{svc.name} ({svc.title}) exited with code {proc.returncode} while starting; "
+            f"see its log {svc.log}:\n{_tail(svc.log)}"
+        ) from None
+    if not ok:
+        raise StackError(
+            f"{svc.name} ({svc.title}) was not healthy at {svc.url} after {timeout:.0f} s; "
+            f"see its log {svc.log}:\n{_tail(svc.log)}"
+        )
+
+
+def up(cfg: StackConfig, log: Log = print) -> tuple[dict[str, Any], bool]:
+    """Start S3, MLflow, Prefect server and worker; (state, True) or (existing state, False) if already up.
+
+    On any failure everything started so far is stopped, the state file removed, and StackError raised.
+    """
+    t0 = time.perf_counter()
+
+    def say(message: str) -> None:
+        try:
+            log(f"[{time.perf_counter() - t0:5.1f} s] {message}")
+        except OSError:  # e.g. `up | head` closed the pipe: losing a log line must not tear the stack down
+            pass
+
+    with _lock(cfg.data_dir):
+        old = read_state(cfg.state_file)
+        if old is not None:
+            if old["complete"] and all(_running(e) for e in old["services"].values()):
+                return old, False
+            say("stack is partly up or stale: stopping what is left before starting again")
+            _stop_all(old, 15.0, say)
+            cfg.state_file.unlink(missing_ok=True)
+
+        defs = {s.name: s for s in services(cfg)}
+        for svc in defs.values():  # fail before starting anything when a port is taken
+            if svc.port is not None and not procs.port_free(HOST, svc.port):
+                raise StackError(
+                    f"{svc.name} ({svc.title}): port {svc.port} on {HOST} is already in use; "
+                    f"choose another with --{svc.name}-port or DESTA_STACK_{svc.name.upper()}_PORT"
+                )
+
+        fresh = [db for db in _databases(cfg) if not db.exists()]
+        state = new_state(cfg)
+        try:
+            # mlflow and prefect start side by side: their ~5 s import times overlap on 2 cores.
+            for group in (["s3"], ["mlflow", "prefect"], ["worker"]):
+                if group == ["worker"]:
+                    _ensure_pool(cfg, say)
+                started = [(defs[n], _start(defs[n], state, cfg)) for n in group]
+                for svc, proc in started:
+                    _wait(svc, proc, state, cfg.timeout)
+                    say(f"{svc.name} healthy: {svc.url} (pid {proc.pid})")
+                if group == ["s3"]:
+                    _create_buckets(cfg)
+                    say(f"buckets ready: s3://{cfg.dvc_bucket} (DVC remote), s3://{cfg.mlflow_bucket} (MLflow artifacts)")
+            state["complete"] = True
+            write_state(cfg.state_file, state)
+            return state, True
+        except BaseException as err:  # also Ctrl-C: never leave half a stack behind
+            say(f"start-up failed ({type(err).__name__}); stopping what was started")
+            _stop_all(state, 10.0, say)
+            cfg.state_file.unlink(missing_ok=True)
+            for db in fresh:  # a schema migration cut short leaves a db that fails every later start
+                for part in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+                    part.unlink(missing_ok=True)
+            if isinstance(err, StackError) or not isinstance(err, Exception):
+                raise
+            raise StackError(f"start-up failed: {err}") from err
+
+
+def load(data_dir: Path | None = None) -> dict[str, Any] | None:
+    """The state of the stack in `data_dir` (default $DESTA_STACK_DIR or ./.stack), None if not up."""
+    return read_state(data_dir_from_env(data_dir) / STATE_NAME)
+
+
+def down(data_dir: Path | None = None, timeout: float = 15.0, log: Log = print) -> bool:
+    """Stop exactly what `up` started (by pid, checked against its argv and start time). False if nothing was up."""
+    data_dir = data_dir_from_env(data_dir)
+    if not (data_dir / STATE_NAME).exists():
+        return False
+    with _lock(data_dir):
+        state = read_state(data_dir / STATE_NAME)
+        if state is None:
+            return False
+        _stop_all(state, timeout, log)
+        (data_dir / STATE_NAME).unlink(missing_ok=True)
+    return True
+
+
+def status(state: dict[str, Any]) -> list[ServiceStatus]:
+    """One probe per service: running (our pid, alive) and healthy (its health check answers)."""
+    cfg = config_of(state)
+    defs = {s.name: s for s in services(cfg)}
+    out = []
+    for name, svc in defs.items():
+        entry = state["services"].get(name)
+        if entry is None:
+            out.append(ServiceStatus(name, svc.title, 0, svc.url, str(svc.log), False, False, 0.0))
+            continue
+        running = _running(entry)
+        healthy = running and svc.healthy(datetime.fromisoformat(entry["started"]))
+        rss = procs.rss_mb(entry["pid"]) if running else 0.0
+        out.append(ServiceStatus(name, svc.title, entry["pid"], entry["url"], entry["log"], running, healthy, rss))
+    return out
+
