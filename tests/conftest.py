@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Keep the default MLflow store of tests out of the repo's own mlflow.db.
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path(os.environ.get('TMPDIR', '/tmp')) / 'desta-tests-mlflow.db'}")
 VENV_BIN = REPO / ".venv" / "bin"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

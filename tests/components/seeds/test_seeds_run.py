@@ -1,0 +1,89 @@
+"""`build_seeds` on a small real ingest: Whisper transcripts, descriptions, references, report."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components.config import SeedsConfig
+from components.evaluate.scorers import wer
+from components.ingest.decode import Limits
+from components.ingest.directory import prepare_directory
+from components.ingest.run import ingest
+from components.ingest.shards import read_audio_ref
+from components.seeds.run import build_seeds, read_seeds
+from tests.conftest import VENV_BIN
+
+ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+KNOWN = {"agent-pass": "Please enter your password followed by the pound key.",
+         "auth-thankyou": "Thank you.",
+         "conf-onlyperson": "You are currently the only person in this conference."}
+UNLABELLED = ("vm-goodbye", "Goodbye!")  # no metadata: Whisper must transcribe it
+SOUND = Path("/usr/share/sounds/freedesktop/stereo/complete.oga")
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory, embedded_models: dict[str, Path]) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("data")
+    raw = root / "raw"
+    raw.mkdir()
+    meta = []
+    for name, text in KNOWN.items():
+        shutil.copy(ASTERISK / f"{name}.wav", raw / f"{name}.wav")
+        meta.append({"file": f"{name}.wav", "transcript": text, "gender": "Female", "emotion": "neutral"})
+    shutil.copy(ASTERISK / f"{UNLABELLED[0]}.wav", raw / f"{UNLABELLED[0]}.wav")
+    shutil.copy(SOUND, raw / "complete.oga")
+    meta.append({"file": "complete.oga", "kind": "sound", "category": "complete"})
+    (raw / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
+    ingest(prepare_directory(raw), root / "ingest", Limits(0.1, 30.0, -60.0), 1 << 26, workers=2, show_progress=False)
+    report = build_seeds(root / "ingest", root, root / "seeds", embedded_models["whisper-tiny.en"],
+                         SeedsConfig(whisper_batch_size=4), show_progress=False)
+    return root, report
+
+
+def test_rows_and_descriptions(seeded: tuple[Path, dict]) -> None:
+    root, _ = seeded
+    rows = {Path(json.loads(json.dumps(r))["audio"]).name: r for r in read_seeds(root / "seeds")}
+    assert len(rows) == 5
+    by_transcript = {r["transcript"]: r for r in rows.values()}
+    thanks = by_transcript["Thank you."]
+    assert thanks["kind"] == "speech" and thanks["transcript_source"] == "metadata"
+    assert re.fullmatch(
+        r"\[00:00-00:0\d\] Thank you\. \(Emotion: Neutral, Gender: Female, Pitch: [A-Za-z ]+, Volume: [A-Za-z ]+, "
+        r"Speaking speed: [A-Za-z ]+, Duration: \ds\)", thanks["seed_description"]), thanks["seed_description"]
+    sound = next(r for r in rows.values() if r["kind"] == "sound")
+    assert sound["transcript"] is None
+    assert re.fullmatch(r"\[00:00-00:0\d\] \(Audio category: complete, Duration: \d\.\d\)", sound["seed_description"])
+    for r in rows.values():  # every reference resolves to the stored 16 kHz clip
+        data, sr = read_audio_ref(root, r["audio"])
+        assert sr == 16000 and abs(len(data) / sr - r["measured"]["duration"]) < 0.01
+        assert set(r) >= {"id", "dataset", "audio", "transcript", "seed_description"}
+
+
+def test_unlabelled_clip_is_transcribed_and_judged_speech(seeded: tuple[Path, dict]) -> None:
+    root, _ = seeded
+    row = next(r for r in read_seeds(root / "seeds") if r["transcript_source"] == "whisper")
+    assert row["kind"] == "speech"
+    assert wer([UNLABELLED[1]], [row["transcript"]]) == 0.0
+    assert "Gender" in row["seed_description"]  # measured from pitch when metadata has none
+
+
+def test_report_measures_whisper_on_known_transcripts(seeded: tuple[Path, dict]) -> None:
+    root, report = seeded
+    assert report["clips"] == 5 and report["sound"] == 1
+    raw = report["whisper_wer_on_known_transcripts"]["raw"]
+    assert raw["n"] == 3 and raw["wer"] < 0.2
+    assert json.loads((root / "seeds" / "report.json").read_text()) == report
+
+
+def test_cli_without_ingest_output_is_a_clear_error(tmp_path: Path, repo: Path) -> None:
+    res = subprocess.run([str(VENV_BIN / "desta"), "seeds", "--in", str(tmp_path / "nothing"), "--out",
+                          str(tmp_path / "seeds"), "--params", str(repo / "params.yaml"), "--no-track"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert res.returncode == 1
+    assert "run `desta ingest` first" in res.stderr
