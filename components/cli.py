@@ -27,7 +27,6 @@ PENDING = {
     "label": ("The backbone LLM writes its own targets (DeSTA-AQA5M rows).", 5),
     "train": ("Train the Q-Former connector with DeepSpeed ZeRO.", 6),
     "evaluate": ("Evaluate a model and apply the promotion gate.", 7),
-    "retrain": ("Run the Prefect retrain flow over the DVC stages.", 8),
     "lineage": ("Print and verify the lineage chain of a model version or run.", 8),
 }
 
@@ -181,29 +180,34 @@ def config(params: Optional[Path] = ParamsOpt) -> None:  # noqa: UP045
 
 
 @app.command()
-def run(
-    params: Optional[Path] = ParamsOpt,  # noqa: UP045
-    force: bool = typer.Option(False, help="Re-run every stage even if up to date."),
+def retrain(
+    set_: Optional[list[str]] = typer.Option(None, "--set", "-S", help="Override a param: key.path=value (repeatable)."),  # noqa: UP045
+    push: bool = typer.Option(True, help="Push DVC outputs to the remote at the end (if one is configured)."),
 ) -> None:
-    """The main job on the embedded default: `dvc repro` of every stage built so far, then a summary."""
-    import os
-    import subprocess
+    """Run the Prefect retrain flow: every DVC stage in order, skipping up-to-date ones."""
+    from flows.retrain import retrain as retrain_flow
 
-    prof = _profile(params)
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [str(bin_dir / "dvc"), "repro"] + (["--force"] if force else [])
-    console.print(f"[cyan]run:[/] {' '.join(cmd[1:])} (profile {load_params(params).profile})")
     t0 = time.perf_counter()
-    if subprocess.run(cmd, env=env).returncode != 0:
-        fail("dvc repro failed (see the stage output above)")
-    root = Path(prof.data.root)
+    try:
+        result = retrain_flow(overrides=set_ or [], push=push)
+    except ConfigError as err:
+        fail(str(err))
+    for r in result["stages"]:
+        console.print(f"[green]{r['stage']}[/] {r['status']}" + (f" in {r['seconds']:.0f} s" if r["status"] == "ran" else ""))
+    console.print(f"[green]retrain[/] done in {time.perf_counter() - t0:.0f} s; MLflow run {result['run_id']} "
+                  f"({_tracking_uri()}); pushed: {result['pushed']}")
+
+
+@app.command()
+def run() -> None:
+    """The main job on the embedded default: the retrain flow over every stage built so far."""
+    retrain(set_=None, push=True)
+    root = Path(_profile(None).data.root)
     for name, path in (("ingest", root / "ingest" / "stats.json"), ("seeds", root / "seeds" / "report.json")):
         if path.is_file():
             console.print(f"[green]{name}[/] {path}: {path.read_text().strip()}")
     pending = [n for n in ("label", "train", "evaluate") if n in PENDING]
-    console.print(f"[green]run[/] done in {time.perf_counter() - t0:.0f} s; MLflow: {_tracking_uri()}; "
-                  f"stages not built yet: {', '.join(pending) or 'none'}")
+    console.print(f"stages not built yet: {', '.join(pending) or 'none'}")
 
 
 def _tracking_uri() -> str:

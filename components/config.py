@@ -210,3 +210,36 @@ def load_params(path: Path | None = None) -> Params:
 def load_profile(path: Path | None = None) -> Profile:
     """The active profile of params.yaml."""
     return load_params(path).active
+
+
+def apply_overrides(path: Path, overrides: list[str]) -> None:
+    """Set `a.b.c=value` keys in params.yaml (comments kept), like `dvc exp run -S`.
+
+    Values are parsed as YAML. The result is validated before it is written: a bad key or value
+    leaves the file untouched and raises ConfigError naming it.
+    """
+    import io
+
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    doc = rt.load(path.read_text())
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key.path=value")
+        node = doc
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"override {key}: unknown key {part!r}")
+            node = node[part]
+        if not isinstance(node, dict) or leaf not in node:
+            raise ConfigError(f"override {key}: unknown key {leaf!r}")
+        node[leaf] = yaml.safe_load(value)
+    buf = io.StringIO()
+    rt.dump(doc, buf)
+    parse_params(yaml.safe_load(buf.getvalue()), path)  # raises ConfigError naming the key
+    from components.atomic import atomic_write_text
+
+    atomic_write_text(path, buf.getvalue())

@@ -67,3 +67,20 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("profile: [tiny\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_params(bad)
+
+
+def test_apply_overrides_keeps_comments_and_validates(repo: Path, tmp_path: Path) -> None:
+    from components.config import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text((repo / "params.yaml").read_text())
+    apply_overrides(path, ["tiny.train.lr=0.001", "tiny.model.encoder_layers=[1, 4]"])
+    p = load_params(path)
+    assert p.active.train.lr == 0.001 and p.active.model.encoder_layers == [1, 4]
+    assert "# Every knob of the pipeline." in path.read_text()
+    before = path.read_text()
+    with pytest.raises(ConfigError, match=r"tiny\.train\.lr"):
+        apply_overrides(path, ["tiny.train.lr=-5"])
+    with pytest.raises(ConfigError, match="unknown key 'learning_rate'"):
+        apply_overrides(path, ["tiny.train.learning_rate=1"])
+    assert path.read_text() == before

@@ -1,0 +1,87 @@
+"""The instruction pool: a versioned data file, and a deterministic draw per clip."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+DEFAULT_POOL = Path(__file__).parent / "data" / "instructions.jsonl"
+AudioKind = Literal["any", "speech", "sound"]
+
+
+@dataclass(frozen=True)
+class Instruction:
+    id: str
+    kind: str
+    audio: AudioKind
+    requires: str | None  # a seed-description field (e.g. "Emotion") the answer depends on
+    text: str
+
+
+@dataclass(frozen=True)
+class Pool:
+    instructions: tuple[Instruction, ...]
+    digest: str  # sha256 of the file bytes: recorded in provenance
+    path: str
+
+
+def load_pool(path: Path | None = None) -> Pool:
+    """Read and check a JSONL pool (id, kind, audio, requires, text per line)."""
+    path = path or DEFAULT_POOL
+    raw = path.read_bytes()
+    items: list[Instruction] = []
+    for n, line in enumerate(raw.decode().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            items.append(Instruction(d["id"], d["kind"], d.get("audio", "any"), d.get("requires"), d["text"].strip()))
+        except (ValueError, KeyError, AttributeError) as err:
+            raise ValueError(f"{path}:{n}: bad instruction row ({err})") from None
+        if items[-1].audio not in ("any", "speech", "sound") or not items[-1].text:
+            raise ValueError(f"{path}:{n}: audio must be any|speech|sound and text non-empty")
+    ids = [i.id for i in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: duplicate instruction ids")
+    if not items:
+        raise ValueError(f"{path}: empty instruction pool")
+    return Pool(tuple(items), hashlib.sha256(raw).hexdigest(), str(path))
+
+
+def clip_audio_kind(row: dict) -> str:
+    """'speech' or 'sound': the seeds stage's `kind` if given, else whether there is a transcript."""
+    kind = row.get("kind")
+    if kind in ("speech", "sound"):
+        return kind
+    return "speech" if row.get("transcript") else "sound"
+
+
+def eligible(pool: Pool, row: dict) -> list[Instruction]:
+    """Instructions that make sense for this clip: right audio kind, required field present."""
+    kind = clip_audio_kind(row)
+    desc = row["seed_description"]
+    out = [
+        i for i in pool.instructions
+        if i.audio in ("any", kind) and (i.requires is None or re.search(rf"\b{re.escape(i.requires)}\s*:", desc))
+    ]
+    return out or [i for i in pool.instructions if i.audio == "any"] or list(pool.instructions)
+
+
+def draw(pool: Pool, row: dict, seed: int, k: int) -> list[Instruction]:
+    """k distinct instructions for a clip, a pure function of (clip id, seed, pool).
+
+    Ranking by a per-(seed, clip, instruction id) hash keeps draws stable when the pool grows:
+    a new instruction only changes the clips for which it ranks first.
+    """
+    cands = eligible(pool, row)
+
+    def rank(i: Instruction) -> str:
+        return hashlib.sha256(f"{seed}\x00{row['id']}\x00{i.id}".encode()).hexdigest()
+
+    ranked = sorted(cands, key=rank)
+    # More draws than eligible instructions: cycle, so every row still gets one.
+    return [ranked[j % len(ranked)] for j in range(k)]
