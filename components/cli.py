@@ -123,7 +123,7 @@ def seeds(
     ingested, out = ingested or root / "ingest", out or root / "seeds"
     t0 = time.perf_counter()
     try:
-        report = build_seeds(ingested, root, out, prof.models.whisper, prof.seeds)
+        report = build_seeds(ingested, root, out, prof.models.whisper, prof.seeds, prof.evaluate.heldout_fraction)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     seconds = time.perf_counter() - t0
@@ -131,7 +131,7 @@ def seeds(
     agree = ", ".join(f"{k} {v['agree']}" for k, v in report["measured_vs_espeak_settings"].items())
     console.print(
         f"[green]seeds[/] {report['clips']} clips ({report['speech']} speech, {report['sound']} sound) in "
-        f"{seconds:.1f} s -> {out}\n  whisper WER: {wer or 'n/a'}\n  measured vs espeak settings: {agree or 'n/a'}"
+        f"{seconds:.1f} s -> {out}; split {report['split']}\n  whisper WER: {wer or 'n/a'}\n  measured vs espeak settings: {agree or 'n/a'}"
     )
     if track:
         from components.tracking import stage_run

@@ -69,6 +69,8 @@ class SeedsConfig(Section):
     # Clips per dataset that Whisper also transcribes when the corpus gives a transcript (WER report).
     report_clips_per_dataset: int = Field(64, ge=0)
     shard_rows: int = Field(2000, ge=1)
+    # Held-out split (by speaker and transcript groups); the fraction is evaluate.heldout_fraction.
+    split_seed: int = 0
     # Bucket edges (ascending) map a measurement to the paper's words, e.g. Very low … Very high.
     pitch_hz_edges: list[float] = [120.0, 160.0, 210.0, 260.0]
     volume_dbfs_edges: list[float] = [-40.0, -32.0, -24.0, -18.5]
@@ -99,11 +101,26 @@ class LoraConfig(Section):
 class ModelConfig(Section):
     """The DeSTA connector: which encoder layers to tap and the Q-Former's shape."""
 
+    # Indices into the encoder's hidden states: 0 = conv + position embeddings, k = output of
+    # encoder layer k (1-based; the last one taken before the final LayerNorm, as DeSTA taps it).
     encoder_layers: list[int]
     prompt_size: int = Field(64, ge=1)
     qformer_layers: int = Field(2, ge=1)
     qformer_heads: int = Field(8, ge=1)
+    # BERT-style layer: FFN width (BertConfig's default 3072, as the official connector) and dropout.
+    qformer_intermediate: int = Field(3072, ge=1)
+    qformer_dropout: float = Field(0.1, ge=0, lt=1)
+    # Transcript tokens placed after the audio vectors are capped (the official trainer uses 100).
+    max_transcript_tokens: int = Field(100, ge=0)
     lora: LoraConfig = LoraConfig()
+
+    @model_validator(mode="after")
+    def _layers(self) -> ModelConfig:
+        if not self.encoder_layers or min(self.encoder_layers) < 0:
+            raise ValueError("encoder_layers must be a non-empty list of indices >= 0")
+        if len(set(self.encoder_layers)) != len(self.encoder_layers):
+            raise ValueError("encoder_layers must not repeat an index")
+        return self
 
 
 class TrainConfig(Section):
@@ -123,6 +140,15 @@ class TrainConfig(Section):
     max_length: int = Field(300, ge=8)
     checkpoint_every: int = Field(100, ge=1)
     seed: int = 0
+    # Checkpoints kept on disk (the newest N; resume uses the newest).
+    keep_checkpoints: int = Field(2, ge=1)
+    # MLflow step metrics every N optimizer steps (rank 0 only).
+    log_every: int = Field(1, ge=1)
+    # Cache the frozen encoder's tapped hidden states per clip on disk (content-addressed), so
+    # epochs and resumed runs skip the encoder. Worth it for small corpora; off for the paper's 5M clips.
+    encoder_cache: bool = False
+    # Multi-node: a DeepSpeed hostfile (`host slots=N` lines); null = one node with `ranks` processes.
+    hostfile: str | None = None
 
 
 class EvaluateConfig(Section):

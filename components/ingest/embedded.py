@@ -37,7 +37,7 @@ ESPEAK_PITCH = [10, 30, 50, 70, 90]
 ESPEAK_WPM = [90, 125, 165, 210, 260]
 # Target speech RMS level (dBFS) per volume level.
 VOLUME_DBFS = [-44.0, -36.0, -28.0, -20.0, -13.0]
-VOICES = {"Male": ["m1", "m2", "m3", "m4", "m5", "m6", "m7"], "Female": ["f1", "f2", "f3", "f4", "f5"]}
+VOICES = {"Male": ["m1", "m2", "m3", "m4", "m5"], "Female": ["f1", "f2", "f3", "f4", "f5"]}
 
 CARD = """# Corpus card
 
@@ -74,23 +74,34 @@ def _sentences() -> list[str]:
     return [s.strip() for s in SENTENCES.read_text().splitlines() if s.strip() and not s.startswith("#")]
 
 
+GROUPS = 5  # voice/sentence groups: a group's sentences are spoken only by its own two voices
+
+
 def _espeak_plan(settings: EspeakSettings) -> list[dict]:
-    """Deterministic per-clip settings: voice, levels, sentence, noise."""
+    """Deterministic per-clip settings: voice, levels, sentence, noise.
+
+    Sentences and voices come in GROUPS disjoint groups (one male + one female voice each), so a
+    held-out split by speaker and by text can take whole groups without wasting any clip.
+    """
     rng = random.Random(settings.seed)
     sentences = _sentences()
+    per_group = len(sentences) // GROUPS
     plan = []
     for i in range(settings.espeak_clips):
         gender = "Male" if i % 2 == 0 else "Female"
+        s = (i // 2) % len(sentences)  # each sentence is spoken once by each voice of its group
+        group = min(s // per_group, GROUPS - 1)
         noisy = rng.random() < settings.noise_fraction
         plan.append(
             {
                 "name": f"espeak-{i:05d}",
-                "voice": rng.choice(VOICES[gender]),
+                "voice": VOICES[gender][group],
                 "gender": gender,
+                "group": group,
                 "pitch": rng.randrange(5),
                 "speed": rng.randrange(5),
                 "volume": rng.randrange(5),
-                "text": sentences[i % len(sentences)],
+                "text": sentences[s],
                 "snr_db": round(rng.uniform(5.0, 20.0), 1) if noisy else None,
                 "noise_seed": rng.randrange(2**31),
             }

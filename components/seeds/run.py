@@ -19,6 +19,7 @@ from components.ingest.shards import read_audio_ref
 from components.progress import progress_bar
 from components.seeds import attributes as A
 from components.seeds.describe import sound_description, speech_description
+from components.seeds.split import assign_splits
 from components.seeds.transcribe import Transcriber
 
 SHARD_DIR = "shards"
@@ -80,6 +81,7 @@ def build_seeds(
     out_dir: Path,
     whisper_dir: str | Path,
     cfg: SeedsConfig,
+    test_fraction: float = 0.2,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Write seed rows for every clip in manifest_dir/manifest.jsonl; returns the report."""
@@ -139,6 +141,8 @@ def build_seeds(
                          "duration": m.duration},
             "synth": meta.get("synth"),
         })
+    for row, split in zip(out_rows, assign_splits(out_rows, test_fraction, cfg.split_seed)):
+        row["split"] = split
     _write_shards(out_dir, out_rows, cfg.shard_rows)
     report = seeds_report(out_rows, cfg)
     atomic_write_text(out_dir / REPORT, json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -170,6 +174,7 @@ def seeds_report(rows: list[dict[str, Any]], cfg: SeedsConfig) -> dict[str, Any]
     from components.evaluate.scorers import wer
 
     kinds = Counter(r["kind"] for r in rows)
+    splits = Counter(r["split"] for r in rows)
     known = [r for r in rows if r["transcript_source"] == "metadata" and r["whisper_transcript"] is not None]
     by_dataset = {}
     for ds in sorted({r["dataset"] for r in known}):
@@ -195,6 +200,7 @@ def seeds_report(rows: list[dict[str, Any]], cfg: SeedsConfig) -> dict[str, Any]
         "clips": len(rows),
         "speech": kinds.get("speech", 0),
         "sound": kinds.get("sound", 0),
+        "split": dict(sorted(splits.items())),
         "whisper_wer_on_known_transcripts": by_dataset,
         "measured_vs_espeak_settings": agreement,
     }

@@ -1,0 +1,62 @@
+"""Held-out split with no leakage: clips that share a speaker or a transcript stay on one side.
+
+Clips are linked when they share a speaker or (normalised) transcript; each connected group goes
+wholly to `train` or `test`. Groups are taken for test in a seeded hash order until the test
+fraction is reached, skipping any group too big for what is left (e.g. a one-speaker corpus).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from typing import Any
+
+TRAIN, TEST = "train", "test"
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+
+
+def _groups(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
+    parent = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        keys = []
+        if row.get("speaker"):
+            keys.append(f"speaker:{row['speaker']}")
+        if row.get("transcript"):
+            keys.append(f"text:{_norm(row['transcript'])}")
+        for key in keys:
+            if key in first:
+                parent[find(i)] = find(first[key])
+            else:
+                first[key] = i
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(rows)):
+        groups[find(i)].append(i)
+    # Name each group by its smallest clip id so the order below does not depend on row order.
+    return {min(rows[i]["id"] for i in members): members for members in groups.values()}
+
+
+def assign_splits(rows: list[dict[str, Any]], test_fraction: float, seed: int = 0) -> list[str]:
+    """`train`/`test` per row, in row order."""
+    groups = _groups(rows)
+    budget = round(test_fraction * len(rows))
+    order = sorted(groups, key=lambda name: hashlib.sha256(f"{seed}:{name}".encode()).hexdigest())
+    split = [TRAIN] * len(rows)
+    for name in order:
+        members = groups[name]
+        if len(members) <= budget:
+            for i in members:
+                split[i] = TEST
+            budget -= len(members)
+    return split
