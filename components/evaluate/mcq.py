@@ -1,0 +1,77 @@
+"""Attribute multiple-choice questions in the MMAU layout, built from held-out seed rows.
+
+One question per known attribute of a test clip (gender, pitch, speaking speed, volume, sound
+category, what was said); the answer is the seed's own attribute, so the questions test exactly
+what the connector was trained to carry. Chance level = 1 / number of choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterable
+from typing import Any
+
+from components.seeds.attributes import LEVELS, SPEEDS
+
+SYSTEM = "Focus on the audio clips and instruction."
+MCQ_SUFFIX = "Choose one of the options without any explanation."
+
+QUESTIONS = {
+    "Gender": ("What is the gender of the speaker?", ["Male", "Female"], "easy"),
+    "Pitch": ("How would you describe the pitch of the speaker's voice?", LEVELS, "medium"),
+    "Speaking speed": ("How fast is the speaker talking?", SPEEDS, "medium"),
+    "Volume": ("How loud is the speech in the recording?", LEVELS, "medium"),
+}
+SAID = "What did the speaker say?"
+CATEGORY = "What sound event is heard in this recording?"
+
+
+def _rng(*parts: str) -> random.Random:
+    return random.Random(hashlib.sha256(":".join(parts).encode()).hexdigest())
+
+
+def build_mcq(seeds: Iterable[dict[str, Any]], n_distractors: int = 3) -> list[dict[str, Any]]:
+    """MMAU-layout question rows for the test-split seeds."""
+    test = [r for r in seeds if r.get("split") == "test"]
+    transcripts = sorted({r["transcript"] for r in test if r["kind"] == "speech" and r.get("transcript")})
+    categories = sorted({r["attributes"]["Audio category"]["value"] for r in test if r["kind"] == "sound"
+                         and r["attributes"]["Audio category"]["value"] != "unknown"})
+    rows: list[dict[str, Any]] = []
+    for seed in test:
+        attrs = {k: v["value"] for k, v in seed["attributes"].items()}
+        items: list[tuple[str, str, list[str], str, str]] = []  # (sub-category, question, choices, answer, difficulty)
+        if seed["kind"] == "speech":
+            for name, (question, choices, difficulty) in QUESTIONS.items():
+                if attrs.get(name) in choices:
+                    items.append((name, question, list(choices), attrs[name], difficulty))
+            text = seed.get("transcript")
+            others = [t for t in transcripts if t != text]
+            if text and len(others) >= n_distractors:
+                choices = _rng(seed["id"], "said").sample(others, n_distractors) + [text]
+                _rng(seed["id"], "said-order").shuffle(choices)
+                items.append(("What was said", SAID, choices, text, "easy"))
+        elif attrs.get("Audio category") in categories and len(categories) > n_distractors:
+            cat = attrs["Audio category"]
+            choices = _rng(seed["id"], "cat").sample([c for c in categories if c != cat], n_distractors) + [cat]
+            _rng(seed["id"], "cat-order").shuffle(choices)
+            items.append(("Sound category", CATEGORY, choices, cat, "medium"))
+        for sub, question, choices, answer, difficulty in items:
+            rows.append({
+                "id": f"{seed['id']}-{sub.lower().replace(' ', '_')}",
+                "audio": seed["audio"],
+                "transcript": seed.get("transcript"),
+                "question": question,
+                "choices": choices,
+                "answer": answer,
+                "task": "sound" if sub == "Sound category" else "speech",
+                "sub-category": sub,
+                "difficulty": difficulty,
+                "chance": round(100.0 / len(choices), 2),
+            })
+    return rows
+
+
+def mcq_prompt(row: dict[str, Any]) -> str:
+    """The user prompt (after the audio): question, the choices, and the paper's MCQ instruction."""
+    return f"{row['question']} Choices: {', '.join(row['choices'])}. {MCQ_SUFFIX}"

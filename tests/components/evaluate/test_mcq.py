@@ -1,0 +1,35 @@
+"""Attribute MCQ rows: MMAU layout, only test-split clips, answers among choices, stable."""
+
+from __future__ import annotations
+
+from components.evaluate.mcq import build_mcq, mcq_prompt
+from components.evaluate.mmau import score_mmau
+
+
+def _seed(i: int, split: str = "test", kind: str = "speech", **attrs: str) -> dict:
+    a = {k.replace("_", " "): {"value": v, "source": "metadata"} for k, v in attrs.items()}
+    return {"id": f"c{i}", "audio": f"ingest/shards/s.tar/c{i}.flac", "split": split, "kind": kind,
+            "transcript": f"sentence number {i}" if kind == "speech" else None, "attributes": a}
+
+
+def test_questions_from_test_split_only() -> None:
+    seeds = [_seed(i, Gender="Male", Pitch="High", Speaking_speed="Fast", Volume="Low") for i in range(6)]
+    seeds.append(_seed(99, split="train", Gender="Female"))
+    rows = build_mcq(seeds)
+    assert {r["id"].split("-")[0] for r in rows} == {f"c{i}" for i in range(6)}
+    subs = {r["sub-category"] for r in rows}
+    assert subs == {"Gender", "Pitch", "Speaking speed", "Volume", "What was said"}
+    for r in rows:
+        assert r["answer"] in r["choices"] and len(set(r["choices"])) == len(r["choices"])
+        assert r["chance"] == round(100 / len(r["choices"]), 2)
+        assert r["answer"] in mcq_prompt(r) and "without any explanation" in mcq_prompt(r)
+    assert build_mcq(seeds) == rows  # deterministic
+
+
+def test_sound_category_questions_and_scoring() -> None:
+    cats = ["bell", "door_knock", "alarm", "camera_shutter", "message"]
+    seeds = [_seed(i, kind="sound", Audio_category=c) for i, c in enumerate(cats)]
+    rows = build_mcq(seeds)
+    assert len(rows) == 5 and all(r["task"] == "sound" for r in rows)
+    perfect = [{**r, "model_prediction": r["answer"]} for r in rows]
+    assert score_mmau(perfect)["total"] == {"accuracy": 100.0, "n": 5}
