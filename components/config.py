@@ -72,7 +72,7 @@ class SeedsConfig(Section):
     # Held-out split (by speaker and transcript groups); the fraction is evaluate.heldout_fraction.
     split_seed: int = 0
     # Bucket edges (ascending) map a measurement to the paper's words, e.g. Very low … Very high.
-    pitch_hz_edges: list[float] = [120.0, 160.0, 210.0, 260.0]
+    pitch_hz_edges: list[float] = [100.0, 130.0, 165.0, 210.0]
     volume_dbfs_edges: list[float] = [-40.0, -32.0, -24.0, -18.5]
     speed_wps_edges: list[float] = [2.3, 3.05, 3.9, 4.95]
 
