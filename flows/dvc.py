@@ -45,5 +45,20 @@ def has_remote(cwd: Path) -> bool:
     return bool(dvc("remote", "list", cwd=cwd).stdout.strip())
 
 
+def ensure_remote(cwd: Path, name: str = "stack") -> bool:
+    """Point DVC at the S3 remote named by DESTA_DVC_REMOTE_URL (set by `desta stack env`).
+
+    Written to .dvc/config.local (never committed); credentials stay in the environment.
+    Returns whether a remote is configured afterwards.
+    """
+    url = os.environ.get("DESTA_DVC_REMOTE_URL")
+    if url:
+        dvc("remote", "add", "--local", "--force", "--default", name, url, cwd=cwd)
+        endpoint = os.environ.get("DESTA_S3_ENDPOINT_URL")
+        if endpoint:
+            dvc("remote", "modify", "--local", name, "endpointurl", endpoint, cwd=cwd)
+    return has_remote(cwd)
+
+
 def push(cwd: Path) -> None:
     dvc("push", cwd=cwd, capture=False)

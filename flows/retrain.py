@@ -38,7 +38,7 @@ def run_stage(stage: str, cwd: str, parent_run_id: str) -> dict[str, Any]:
 def push_outputs(cwd: str) -> bool:
     """Push every DVC output to the remote, if one is configured."""
     root = Path(cwd)
-    if not dvc.has_remote(root):
+    if not dvc.ensure_remote(root):
         get_run_logger().warning("no DVC remote configured: outputs stay in the local cache")
         return False
     dvc.push(root)
