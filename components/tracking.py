@@ -101,6 +101,23 @@ class StageRun:
     def log_dict(self, data: Mapping[str, Any], name: str) -> None:
         _mlflow().log_dict(dict(data), name)
 
+    def register_model(self, artifact_path: str, name: str, tags: Mapping[str, Any] | None = None) -> str:
+        """Register this run's artifact directory as a new version of `name`; returns the version."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri())
+        try:
+            client.create_registered_model(name)
+        except MlflowException as err:
+            if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
+                raise
+        version = client.create_model_version(
+            name, source=f"runs:/{self.run_id}/{artifact_path}", run_id=self.run_id,
+            tags={k: str(v) for k, v in redact(tags or {}).items()},
+        )
+        return str(version.version)
+
 
 @contextmanager
 def stage_run(
@@ -109,13 +126,19 @@ def stage_run(
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
     parent_run_id: str | None = None,
+    run_id: str | None = None,
 ) -> Iterator[StageRun]:
     """Open an MLflow run for one stage, tagged with the stage name and the git commit.
 
     A parent run id (from the retrain flow) may come as an argument or DESTA_PARENT_RUN_ID, so a
-    stage started by `dvc repro` under the flow nests under the flow's run.
+    stage started by `dvc repro` under the flow nests under the flow's run. `run_id` reopens an
+    existing run instead (a resumed training run continues the same MLflow run).
     """
     mlflow = _mlflow()
+    if run_id is not None:
+        with mlflow.start_run(run_id=run_id) as run:
+            yield StageRun(run)
+        return
     parent_run_id = parent_run_id or os.environ.get("DESTA_PARENT_RUN_ID")
     base_tags = {"desta.stage": stage, "mlflow.source.git.commit": git_commit() or "unknown"}
     if parent_run_id:

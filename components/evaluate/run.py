@@ -1,0 +1,177 @@
+"""`desta evaluate`: held-out attribute questions, transcript WER and instruction following.
+
+Reported side by side: the trained model with audio, and the frozen backbone on the same
+questions with no audio (the text-only prior), each by MMAU string match and by forced choice
+(the option with the highest log-likelihood), with the chance level per attribute.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from components.atomic import atomic_write_text
+from components.evaluate.ifeval import IF_PROMPTS, if_check
+from components.evaluate.mcq import MCQ_SUFFIX, SYSTEM, build_mcq, mcq_prompt
+from components.evaluate.mmau import score_mmau
+from components.evaluate.scorers import forgetting_rate, string_match, wer
+
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.jsonl"
+PLOT_ACCURACY = "plots/attribute_accuracy.json"
+PLOT_GENDER = "plots/gender_confusion.json"
+
+
+def _audio_messages(prompt: str, ref: str, transcript: str | None, system: str = SYSTEM) -> list[dict[str, Any]]:
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": f"<|AUDIO|>\n{prompt}", "audios": [{"audio": ref, "text": transcript}]}]
+
+
+class TextOnly:
+    """The frozen backbone LLM with no audio: greedy answers and option log-likelihoods."""
+
+    def __init__(self, llm: torch.nn.Module, tokenizer: Any) -> None:
+        self.llm, self.tok = llm, tokenizer
+
+    def _context(self, system: str, prompt: str) -> str:
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+        return self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], system: str = SYSTEM, max_new_tokens: int = 32,
+                 batch_size: int = 16) -> list[str]:
+        out: list[str] = []
+        side = self.tok.padding_side
+        self.tok.padding_side = "left"
+        try:
+            for b in range(0, len(prompts), batch_size):
+                texts = [self._context(system, p) for p in prompts[b : b + batch_size]]
+                enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    ids = self.llm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                            pad_token_id=self.tok.pad_token_id)
+                out += [t.strip() for t in self.tok.batch_decode(ids[:, enc.input_ids.shape[1]:], skip_special_tokens=True)]
+        finally:
+            self.tok.padding_side = side
+        return out
+
+    @torch.inference_mode()
+    def logprob(self, prompt: str, response: str, system: str = SYSTEM) -> float:
+        ctx = self.tok(self._context(system, prompt), add_special_tokens=False).input_ids
+        resp = self.tok(response, add_special_tokens=False).input_ids
+        ids = torch.tensor([ctx + resp])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = self.llm(ids).logits.float()
+        logp = torch.log_softmax(logits[0, len(ctx) - 1 : -1], dim=-1)
+        return float(logp.gather(1, torch.tensor(resp)[:, None]).sum())
+
+
+def _forced_choice(scores: list[float], choices: list[str]) -> str:
+    return choices[max(range(len(choices)), key=lambda i: scores[i])]
+
+
+def _by_sub(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
+    acc: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in rows:
+        for sub in (r["sub-category"], "overall"):
+            acc[sub][0] += int(r[key])
+            acc[sub][1] += 1
+    return {k: round(100.0 * c / n, 2) for k, (c, n) in sorted(acc.items())}
+
+
+def evaluate_model(model: Any, seeds: list[dict[str, Any]], data_root: Path, out_dir: Path,
+                   max_questions: int | None = None, batch_size: int = 16) -> dict[str, Any]:
+    """Run every check on the test split; writes metrics, predictions and plot data; returns metrics."""
+    questions = build_mcq(seeds)[:max_questions] if max_questions else build_mcq(seeds)
+    if not questions:
+        raise ValueError("no held-out questions: the seeds have no test split (run `desta seeds`)")
+    text_only = TextOnly(model.llm, model.tokenizer)
+    msgs = [_audio_messages(mcq_prompt(q), q["audio"], q["transcript"]) for q in questions]
+    preds = model.generate(None, msgs, max_new_tokens=16, batch_size=batch_size, data_root=data_root)
+    priors = text_only.generate([mcq_prompt(q) for q in questions], batch_size=batch_size)
+    for q, m, pred, prior in zip(questions, msgs, preds, priors):
+        scores = model.response_logprobs(None, [m] * len(q["choices"]), q["choices"], data_root=data_root)
+        prior_scores = [text_only.logprob(mcq_prompt(q), c) for c in q["choices"]]
+        q.update(model_prediction=pred, prior_prediction=prior,
+                 forced_choice=_forced_choice(scores, q["choices"]),
+                 prior_forced_choice=_forced_choice(prior_scores, q["choices"]))
+        q["match"] = string_match(q["answer"], pred, q["choices"])
+        q["prior_match"] = string_match(q["answer"], prior, q["choices"])
+        q["fc_correct"] = q["forced_choice"] == q["answer"]
+        q["prior_fc_correct"] = q["prior_forced_choice"] == q["answer"]
+
+    mmau = score_mmau(questions)
+    chance = {}
+    for q in questions:
+        chance[q["sub-category"]] = q["chance"]
+    chance["overall"] = round(sum(q["chance"] for q in questions) / len(questions), 2)
+    per_attr = {
+        "string_match": _by_sub(questions, "match"),
+        "forced_choice": _by_sub(questions, "fc_correct"),
+        "prior_string_match": _by_sub(questions, "prior_match"),
+        "prior_forced_choice": _by_sub(questions, "prior_fc_correct"),
+        "chance": dict(sorted(chance.items())),
+    }
+
+    speech = [s for s in seeds if s.get("split") == "test" and s["kind"] == "speech" and s.get("transcript")]
+    from components.ingest.shards import read_audio_ref
+
+    heard = model.transcribe([read_audio_ref(data_root, s["audio"])[0] for s in speech]) if speech else []
+    transcript_wer = wer([s["transcript"] for s in speech], heard) if speech else None
+
+    if_audio, if_text = _instruction_following(model, text_only, seeds, data_root, batch_size)
+    forgetting = forgetting_rate(if_audio, if_text) if if_text else None
+
+    metrics = {
+        "mcq_accuracy": per_attr["string_match"]["overall"],
+        "mcq_forced_choice_accuracy": per_attr["forced_choice"]["overall"],
+        "prior_mcq_accuracy": per_attr["prior_string_match"]["overall"],
+        "prior_forced_choice_accuracy": per_attr["prior_forced_choice"]["overall"],
+        "chance": chance["overall"],
+        "questions": len(questions),
+        "per_attribute": per_attr,
+        "mmau": mmau,
+        "transcript_wer": round(transcript_wer, 4) if transcript_wer is not None else None,
+        "if_rate_audio": round(if_audio, 2),
+        "if_rate_text": round(if_text, 2),
+        "forgetting_rate": round(forgetting, 4) if forgetting is not None else None,
+    }
+    _write_outputs(out_dir, metrics, questions)
+    return metrics
+
+
+def _instruction_following(model: Any, text_only: TextOnly, seeds: list[dict[str, Any]], data_root: Path,
+                           batch_size: int) -> tuple[float, float]:
+    """IF rate with the audio vs with the same content as text (the seed description) to the backbone."""
+    test = [s for s in seeds if s.get("split") == "test"]
+    items = [(s, IF_PROMPTS[i % len(IF_PROMPTS)]) for i, s in enumerate(test)]
+    if not items:
+        return 0.0, 0.0
+    msgs = [_audio_messages(p["prompt"], s["audio"], s.get("transcript")) for s, p in items]
+    audio_out = model.generate(None, msgs, max_new_tokens=64, batch_size=batch_size, data_root=data_root)
+    text_out = text_only.generate([f"{s['seed_description']}\n{p['prompt']}" for s, p in items],
+                                  max_new_tokens=64, batch_size=batch_size)
+    a = sum(if_check(p, r) for (_, p), r in zip(items, audio_out)) / len(items)
+    t = sum(if_check(p, r) for (_, p), r in zip(items, text_out)) / len(items)
+    return 100.0 * a, 100.0 * t
+
+
+def _write_outputs(out_dir: Path, metrics: dict[str, Any], questions: list[dict[str, Any]]) -> None:
+    atomic_write_text(out_dir / METRICS, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out_dir / PREDICTIONS, "".join(json.dumps(q, sort_keys=True) + "\n" for q in questions))
+    per = metrics["per_attribute"]
+    bars = [{"attribute": k, "string_match": per["string_match"][k], "forced_choice": per["forced_choice"][k],
+             "prior_forced_choice": per["prior_forced_choice"][k], "chance": per["chance"].get(k)}
+            for k in per["string_match"]]
+    atomic_write_text(out_dir / PLOT_ACCURACY, json.dumps(bars, indent=2) + "\n")
+    gender = Counter((q["answer"], q["forced_choice"]) for q in questions if q["sub-category"] == "Gender")
+    cells = [{"actual": a, "predicted": p, "count": n} for (a, p), n in sorted(gender.items())]
+    atomic_write_text(out_dir / PLOT_GENDER, json.dumps(cells, indent=2) + "\n")
+
+
+__all__ = ["evaluate_model", "MCQ_SUFFIX"]
