@@ -26,7 +26,6 @@ ParamsOpt = typer.Option(None, "--params", help="params.yaml to use (default: ./
 PENDING = {
     "label": ("The backbone LLM writes its own targets (DeSTA-AQA5M rows).", 5),
     "train": ("Train the Q-Former connector with DeepSpeed ZeRO.", 6),
-    "evaluate": ("Evaluate a model and apply the promotion gate.", 7),
     "lineage": ("Print and verify the lineage chain of a model version or run.", 8),
 }
 
@@ -142,6 +141,66 @@ def seeds(
                         if v["agree"] is not None}
             run.log_metrics(metrics | {"clips": report["clips"], "wall_seconds": seconds})
             run.log_artifact(out / REPORT)
+
+
+@app.command()
+def evaluate(
+    model: Optional[Path] = typer.Option(None, help="Trained model dir (default: <data.root>/train/model)."),  # noqa: UP045
+    seeds_dir: Optional[Path] = typer.Option(None, "--seeds", help="Seeds dir (default: <data.root>/seeds)."),  # noqa: UP045
+    out: Optional[Path] = typer.Option(None, help="Output dir (default: <data.root>/evaluate)."),  # noqa: UP045
+    params: Optional[Path] = ParamsOpt,  # noqa: UP045
+    track: bool = typer.Option(True, help="Log to MLflow and apply the promotion gate."),
+) -> None:
+    """Evaluate on the held-out split (attribute MCQ, WER, instruction following) and apply the gate."""
+    import json as _json
+
+    from components.evaluate.run import METRICS, PLOT_ACCURACY, PLOT_GENDER, PREDICTIONS, evaluate_model
+    from components.model.desta import DestaModel
+    from components.seeds.run import read_seeds
+
+    prof = _profile(params)
+    root = Path(prof.data.root)
+    model, seeds_dir, out = model or root / "train" / "model", seeds_dir or root / "seeds", out or root / "evaluate"
+    if not (model / "config.json").is_file():
+        fail(f"no trained model at {model}: run `desta train` first")
+    t0 = time.perf_counter()
+    try:
+        m = DestaModel.from_pretrained(model)
+        metrics = evaluate_model(m, read_seeds(seeds_dir), root, out, prof.evaluate.max_questions,
+                                 prof.evaluate.batch_size)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    seconds = time.perf_counter() - t0
+    per = metrics["per_attribute"]
+    console.print(f"[green]evaluate[/] {metrics['questions']} questions in {seconds:.0f} s -> {out}")
+    for attr in per["string_match"]:
+        console.print(f"  {attr:16s} string-match {per['string_match'][attr]:6.2f}  forced-choice "
+                      f"{per['forced_choice'][attr]:6.2f}  | text-only prior {per['prior_string_match'][attr]:6.2f} / "
+                      f"{per['prior_forced_choice'][attr]:6.2f}  | chance {per['chance'].get(attr)}")
+    console.print(f"  transcript WER {metrics['transcript_wer']}; IF audio {metrics['if_rate_audio']} vs text "
+                  f"{metrics['if_rate_text']} -> forgetting {metrics['forgetting_rate']}")
+    if not track:
+        return
+    from components.evaluate.gate import apply_gate
+    from components.tracking import stage_run
+
+    run_info = model.parent / "checkpoints" / "run.json"
+    version = _json.loads(run_info.read_text()).get("registered_version") if run_info.is_file() else None
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    with stage_run("evaluate", prof.tracking.experiment, params={"evaluate": prof.evaluate.model_dump(mode="json")},
+                   tags={"desta.model_version": version or "unregistered"}) as run:
+        run.log_metrics(numbers | {f"attr.{k.replace(' ', '_')}.{kind}": v for kind, table in per.items()
+                                   for k, v in table.items() if v is not None} | {"wall_seconds": seconds})
+        for name in (METRICS, PREDICTIONS, PLOT_ACCURACY, PLOT_GENDER):
+            run.log_artifact(out / name, str(Path("evaluate") / Path(name).parent) if "/" in name else "evaluate")
+        if version is None:
+            console.print("[yellow]no registered model version recorded: promotion gate skipped[/]")
+            return
+        decision = apply_gate(prof.tracking.registered_model, version, numbers, prof.evaluate.primary_metric,
+                              prof.evaluate.promote_margin, prof.evaluate.forgetting_bound)
+        run.set_tags({"desta.gate.promoted": decision.promote, "desta.gate.reason": decision.reason})
+    console.print(f"[green]gate[/] {prof.tracking.registered_model} v{version}: "
+                  f"{'promoted to champion' if decision.promote else 'candidate'} ({decision.reason})")
 
 
 def _profile(params: Optional[Path]):  # noqa: UP045

@@ -78,16 +78,29 @@ class SeedsConfig(Section):
 
 
 class LabelConfig(Section):
+    """Self-generated labelling (components/label): decoding, retries, backends, shards, cache."""
+
     backend: Literal["hf", "vllm", "openai"] = "hf"
     instructions_per_clip: int = Field(1, ge=1)
+    # Instruction pool (JSONL); None = the versioned pool shipped in components/label/data.
+    instructions: str | None = None
+    # Seed rows whose `split` is not listed are skipped (held-out clips never become targets);
+    # rows without a `split` field are always labelled.
+    splits: list[str] = ["train"]
     batch_size: int = Field(32, ge=1)
     max_new_tokens: int = Field(128, ge=1)
-    temperature: float = Field(0.0, ge=0)
+    temperature: float = Field(0.0, ge=0)  # 0 = greedy
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = 0
     max_retries: int = Field(2, ge=0)
+    retry_temperature: float = Field(0.7, gt=0)  # filtered rows are re-sampled with a derived seed
+    precision: Literal["bf16", "fp32"] = "bf16"  # hf: bf16 autocast over fp32 weights; vllm: dtype
+    shard_rows: int = Field(256, ge=1)  # output rows per shard = one independent unit of work
+    cache_dir: str | None = None  # response cache; None = <out>/cache
     openai_base_url: str | None = None
     concurrency: int = Field(4, ge=1)
+    request_timeout: float = Field(120.0, gt=0)
+    request_attempts: int = Field(5, ge=1)
 
 
 class LoraConfig(Section):
@@ -156,6 +169,8 @@ class EvaluateConfig(Section):
     promote_margin: float = Field(0.0, ge=0)
     forgetting_bound: float = 0.2
     heldout_fraction: float = Field(0.2, gt=0, lt=1)
+    max_questions: int | None = Field(None, ge=1)  # cap on held-out MCQ questions (None: all)
+    batch_size: int = Field(16, ge=1)
 
 
 class TrackingConfig(Section):
