@@ -24,8 +24,6 @@ ParamsOpt = typer.Option(None, "--params", help="params.yaml to use (default: ./
 
 # Stages whose implementation lands in a later issue. Each says so and exits non-zero.
 PENDING = {
-    "label": ("The backbone LLM writes its own targets (DeSTA-AQA5M rows).", 5),
-    "train": ("Train the Q-Former connector with DeepSpeed ZeRO.", 6),
     "lineage": ("Print and verify the lineage chain of a model version or run.", 8),
 }
 
@@ -48,6 +46,11 @@ from components.evaluate.score_cli import app as score_app  # noqa: E402
 from components.stack.cli import app as stack_app  # noqa: E402
 
 app.add_typer(score_app, name="score", help="Score a benchmark results file (e.g. `desta score mmau RESULTS.json`).")
+from components.label.cli import label_command  # noqa: E402
+from components.train.cli import train_command  # noqa: E402
+
+app.command("label")(label_command)
+app.command("train")(train_command)
 app.add_typer(stack_app, name="stack", help="Start, stop and check the local S3 + MLflow + Prefect stack.")
 
 for _name, (_help, _issue) in PENDING.items():

@@ -95,6 +95,7 @@ class LabelConfig(Section):
     max_retries: int = Field(2, ge=0)
     retry_temperature: float = Field(0.7, gt=0)  # filtered rows are re-sampled with a derived seed
     precision: Literal["bf16", "fp32"] = "bf16"  # hf: bf16 autocast over fp32 weights; vllm: dtype
+    threads: int | None = Field(None, ge=1)  # hf: torch threads while generating; None = torch's default
     shard_rows: int = Field(256, ge=1)  # output rows per shard = one independent unit of work
     cache_dir: str | None = None  # response cache; None = <out>/cache
     openai_base_url: str | None = None

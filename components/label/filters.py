@@ -19,6 +19,7 @@ LEAKS: dict[str, re.Pattern[str]] = {
     "description_ref": re.compile(r"\b(?:according to|based on|from|in) the (?:given |provided |above )?"
                                   r"(?:description|information|details|text)\b"
                                   r"|\b(?:the|this) (?:given|provided|above) (?:description|information|text)\b", re.I),
+    "instruction_ref": re.compile(r"\bthe (?:given |provided |user'?s? )?instructions? (?:asks?|says?|is|are|wants?|requires?)\b", re.I),
     "field_label": re.compile(r"\b(?:Emotion|Gender|Pitch|Volume|Speaking speed|Duration|Audio category)\s*:\s*\w", re.I),
     "audio_token": re.compile(r"<\|?AUDIO\|?>|<\|im_(?:start|end)\|>", re.I),
     "instruction_echo": re.compile(r"^\s*(?:Instruction|What you hear in the clip)\s*:", re.I | re.M),

@@ -1,0 +1,35 @@
+"""Generation backends: `hf` (embedded default), `vllm` (GPU, imported only when chosen), `openai` (HTTP)."""
+
+from __future__ import annotations
+
+from components.config import LabelConfig
+from components.label.backends.base import Backend, Completion, Request
+
+__all__ = ["Backend", "Completion", "Request", "engine_tag", "make_backend"]
+
+
+def engine_tag(cfg: LabelConfig) -> str:
+    """The backend's numerics tag (in every cache key), known without loading the backend."""
+    return "openai" if cfg.backend == "openai" else f"{cfg.backend}/{cfg.precision}"
+
+
+def make_backend(cfg: LabelConfig, model: str, model_dir: str | None) -> Backend:
+    """Build the backend named in params; heavy imports happen only here."""
+    if cfg.backend == "hf":
+        from components.label.backends.hf import HFBackend
+
+        if model_dir is None:
+            raise FileNotFoundError(f"the hf backend needs a local copy of {model!r}")
+        return HFBackend(model_dir, precision=cfg.precision, threads=cfg.threads)
+    if cfg.backend == "vllm":
+        from components.label.backends.vllm import VLLMBackend
+
+        return VLLMBackend(model_dir or model, precision=cfg.precision, seed=cfg.seed)
+    if cfg.backend == "openai":
+        from components.label.backends.openai_http import OpenAIBackend
+
+        if not cfg.openai_base_url:
+            raise ValueError("label.backend is 'openai' but label.openai_base_url is not set")
+        return OpenAIBackend(cfg.openai_base_url, model, concurrency=cfg.concurrency, timeout=cfg.request_timeout,
+                             max_attempts=cfg.request_attempts)
+    raise ValueError(f"unknown label backend {cfg.backend!r}")

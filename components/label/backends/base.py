@@ -1,0 +1,39 @@
+"""What every generation backend takes and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Request:
+    key: str  # the cache key; also the stable tie-breaker when batches are planned
+    messages: tuple[dict[str, str], ...]
+    max_new_tokens: int
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int | None = None  # per-request sampling seed (independent of batch composition)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Backend(Protocol):
+    engine: str  # e.g. "hf/bf16": numerics that can change the text, so part of the cache key
+    stats: dict[str, int]  # backend counters for the report (e.g. HTTP retries)
+
+    def length(self, request: Request) -> int:
+        """Prompt length used to bucket similar lengths into one batch."""
+        ...
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        """Completions in the order of `requests` (one batch)."""
+        ...
+
+    def close(self) -> None: ...

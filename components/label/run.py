@@ -1,0 +1,382 @@
+"""`desta label`: the generator LLM answers `seed description + instruction`; rows in DeSTA-AQA5M format.
+
+Work is split into units (one output shard each) that share nothing but the response cache, so a
+Prefect task runner can fan them out: `prepare_job` -> `plan_units` -> `run_unit` (any order, any
+worker) -> `finalize`. `label()` runs all of them in-process.
+
+Resume after `kill -9`: a unit's shard is written with one atomic rename; generated responses are
+committed to the cache one whole batch at a time. Batches are planned over the requests still
+missing, sorted by (prompt length, key) and cut every `batch_size`: after a kill the missing set
+is a union of whole planned batches, so the re-run plans exactly those batches again and gets
+the same numerics, hence the same text, as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from components.atomic import atomic_write_text
+from components.config import LabelConfig, ModelsConfig
+from components.label import filters, template
+from components.label.backends import Backend, Request, engine_tag, make_backend
+from components.label.cache import Cached, ResponseCache, cache_key
+from components.label.generator import Generator, local_dir, resolve_generator
+from components.label.pool import DEFAULT_POOL, Instruction, Pool, draw, load_pool
+from components.label.rows import aqa_row, dumps_rows, row_id
+from components.progress import progress_bar
+
+STAGE_VERSION = 1
+SHARD_DIR = "shards"
+SHARD_GLOB = "label-*.jsonl"
+QUARANTINE_DIR = "quarantine"
+PROVENANCE = "provenance.json"  # beside the shards, never in the rows
+STATS = "stats.json"
+CACHE_DIR = "cache"
+_SEED_FIELDS = ("id", "dataset", "audio", "transcript", "seed_description", "kind")
+
+Progress = Callable[[int, int], None]  # (rows finished, tokens generated)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One output row to produce: a clip and the instruction drawn for it."""
+
+    row_id: str
+    index: int
+    seed: dict[str, Any]
+    instruction: Instruction
+
+
+@dataclass(frozen=True)
+class Unit:
+    """An independent piece of work: its items become shards/<name>.jsonl."""
+
+    name: str
+    items: tuple[Item, ...]
+
+
+@dataclass
+class UnitResult:
+    name: str
+    rows: int = 0
+    requests: int = 0
+    cache_hits: int = 0
+    generated: int = 0
+    generated_by_attempt: list[int] = field(default_factory=list)
+    filtered_by_reason: dict[str, int] = field(default_factory=dict)
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generate_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LabelJob:
+    """What every unit needs; picklable (the backend is loaded lazily in each worker)."""
+
+    def __init__(self, out: Path, cfg: LabelConfig, generator: Generator, generator_dir: str | None,
+                 pool: Pool, cache_dir: Path, backend: Backend | None = None) -> None:
+        self.out, self.cfg, self.generator, self.generator_dir = out, cfg, generator, generator_dir
+        self.pool, self.cache_dir = pool, cache_dir
+        self._backend = backend
+        self._owns_backend = backend is None
+        self._lock = threading.Lock()  # units on a thread runner share one backend
+        self.engine = backend.engine if backend is not None else engine_tag(cfg)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_backend"], state["_owns_backend"] = None, True
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def backend(self) -> Backend:
+        """The backend, loaded on first use: a run that is all cache hits never loads a model."""
+        with self._lock:
+            if self._backend is None:
+                backend = make_backend(self.cfg, self.generator.name, self.generator_dir)
+                if backend.engine != self.engine:
+                    raise RuntimeError(f"backend engine {backend.engine!r} != expected {self.engine!r}")
+                self._backend = backend
+            return self._backend
+
+    def backend_stats(self) -> dict[str, int]:
+        return dict(self._backend.stats) if self._backend is not None else {}
+
+    def close(self) -> None:
+        if self._backend is not None and self._owns_backend:
+            self._backend.close()
+            self._backend = None
+
+    def decoding(self, item: Item, attempt: int) -> dict[str, Any]:
+        """Decoding params of one attempt (all of them go into the cache key).
+
+        Greedy keys leave out top_p and seed, so changing those regenerates only sampled rows.
+        """
+        cfg = self.cfg
+        temp = cfg.temperature if attempt == 0 else max(cfg.temperature, cfg.retry_temperature)
+        dec: dict[str, Any] = {"engine": self.engine, "max_new_tokens": cfg.max_new_tokens, "temperature": temp}
+        if temp > 0:
+            digest = hashlib.sha256(f"{cfg.seed}\x00{item.row_id}\x00{attempt}".encode()).hexdigest()
+            dec |= {"top_p": cfg.top_p, "seed": int(digest[:8], 16)}
+        return dec
+
+    def request(self, item: Item, attempt: int) -> Request:
+        dec = self.decoding(item, attempt)
+        key = cache_key(item.seed["seed_description"], item.instruction.text, self.generator.digest,
+                        template.TEMPLATE_DIGEST, dec)
+        msgs = template.generator_messages(item.seed["seed_description"], item.instruction.text)
+        return Request(key, tuple(msgs), self.cfg.max_new_tokens, dec["temperature"], dec.get("top_p", 1.0),
+                       dec.get("seed"))
+
+
+def prepare_job(out: Path, cfg: LabelConfig, models: ModelsConfig, cache_dir: Path | None = None,
+                backend: Backend | None = None) -> LabelJob:
+    """Resolve the generator (digest; warns if not the backbone), the pool and the cache dir."""
+    generator = resolve_generator(models)
+    gdir = local_dir(generator.name)
+    pool = load_pool(Path(cfg.instructions) if cfg.instructions else None)
+    cache = cache_dir or (Path(cfg.cache_dir) if cfg.cache_dir else out / CACHE_DIR)
+    return LabelJob(out, cfg, generator, str(gdir) if gdir else None, pool, cache, backend)
+
+
+def select_seeds(seeds: list[dict[str, Any]], splits: list[str]) -> list[dict[str, Any]]:
+    """Seed rows to label: no `split` field, or a split listed in params."""
+    return [s for s in seeds if s.get("split") is None or s["split"] in splits]
+
+
+def plan_units(seeds: list[dict[str, Any]], job: LabelJob) -> list[Unit]:
+    """Items in input order (k instructions per clip), cut into units of about `shard_rows` rows."""
+    k = job.cfg.instructions_per_clip
+    clips = select_seeds(seeds, job.cfg.splits)
+    per_unit = max(1, job.cfg.shard_rows // k)
+    units = []
+    for n, start in enumerate(range(0, len(clips), per_unit)):
+        items = []
+        for seed in clips[start : start + per_unit]:
+            slim = {f: seed.get(f) for f in _SEED_FIELDS}
+            for j, ins in enumerate(draw(job.pool, slim, job.cfg.seed, k)):
+                items.append(Item(row_id(seed["id"], j), j, slim, ins))
+        units.append(Unit(f"label-{n:06d}", tuple(items)))
+    return units
+
+
+def plan_batches(requests: list[Request], length: Callable[[Request], int], batch_size: int) -> list[list[Request]]:
+    """Length-bucketed batches: sort by (prompt length, key), cut every batch_size (see module doc)."""
+    unique = list({r.key: r for r in requests}.values())
+    ordered = sorted(unique, key=lambda r: (length(r), r.key))
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def _generate(job: LabelJob, cache: ResponseCache, requests: list[Request], result: UnitResult,
+              on_progress: Progress | None, count_rows: Counter[str] | None) -> dict[str, Cached]:
+    backend = job.backend()
+    got: dict[str, Cached] = {}
+    for batch in plan_batches(requests, backend.length, job.cfg.batch_size):
+        t0 = time.perf_counter()
+        comps = backend.generate(batch)
+        result.generate_seconds += time.perf_counter() - t0
+        entries = {r.key: Cached(c.text, c.finish, c.prompt_tokens, c.completion_tokens) for r, c in zip(batch, comps)}
+        cache.put_many(entries, job.generator.digest)  # one transaction: the batch survives a kill whole or not at all
+        got |= entries
+        tokens = sum(c.completion_tokens for c in comps)
+        result.generated += len(batch)
+        result.prompt_tokens += sum(c.prompt_tokens for c in comps)
+        result.completion_tokens += tokens
+        if on_progress:
+            on_progress(sum(count_rows[r.key] for r in batch) if count_rows is not None else 0, tokens)
+    return got
+
+
+def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> UnitResult:
+    """Label one unit: cache lookups, generation of what is missing, filters and retries, then its shard."""
+    cfg = job.cfg
+    result = UnitResult(unit.name)
+    cache = ResponseCache(job.cache_dir)
+    accepted: dict[str, Cached] = {}
+    history: dict[str, list[dict[str, str]]] = {}
+    pending = list(unit.items)
+    try:
+        for attempt in range(cfg.max_retries + 1):
+            if not pending:
+                break
+            reqs = {it.row_id: job.request(it, attempt) for it in pending}
+            result.requests += len(reqs)
+            hits = cache.get_many(r.key for r in reqs.values())
+            result.cache_hits += sum(r.key in hits for r in reqs.values())
+            missing = [r for r in reqs.values() if r.key not in hits]
+            rows_per_key = Counter(r.key for r in missing) if attempt == 0 else None
+            if on_progress and attempt == 0:
+                on_progress(len(reqs) - len(missing), 0)
+            got = _generate(job, cache, missing, result, on_progress, rows_per_key) if missing else {}
+            result.generated_by_attempt.append(len({r.key for r in missing}))
+            still = []
+            for it in pending:
+                c = hits.get(reqs[it.row_id].key) or got[reqs[it.row_id].key]
+                reason = filters.check(c.response, c.finish)
+                if reason is None:
+                    accepted[it.row_id] = c
+                    continue
+                result.filtered_by_reason[reason] = result.filtered_by_reason.get(reason, 0) + 1
+                history.setdefault(it.row_id, []).append({"reason": reason, "response": c.response})
+                still.append(it)
+            pending = still
+    finally:
+        cache.close()
+    rows = [aqa_row(it.seed, it.index, it.instruction.text, accepted[it.row_id].response)
+            for it in unit.items if it.row_id in accepted]
+    quarantine = []
+    for it in pending:
+        reason = history[it.row_id][-1]["reason"]
+        result.quarantined_by_reason[reason] = result.quarantined_by_reason.get(reason, 0) + 1
+        quarantine.append({"id": it.row_id, "clip_id": it.seed["id"], "dataset": it.seed["dataset"],
+                           "instruction_id": it.instruction.id, "prompt": it.instruction.text,
+                           "reason": reason, "attempts": history[it.row_id]})
+    atomic_write_text(job.out / QUARANTINE_DIR / f"{unit.name}.jsonl", dumps_rows(quarantine))
+    atomic_write_text(job.out / SHARD_DIR / f"{unit.name}.jsonl", dumps_rows(rows))  # last: marks the unit done
+    result.rows = len(rows)
+    return result
+
+
+def _seeds_digest(units: list[Unit]) -> str:
+    h = hashlib.sha256()
+    for u in units:
+        for it in u.items:
+            if it.index == 0:
+                h.update(json.dumps([it.seed[f] for f in _SEED_FIELDS[:5]], ensure_ascii=False).encode() + b"\n")
+    return h.hexdigest()
+
+
+def provenance(job: LabelJob, units: list[Unit]) -> dict[str, Any]:
+    """Where the rows came from; deterministic (no times), so equal inputs give equal bytes."""
+    cfg = job.cfg
+    shards = {}
+    for u in units:
+        data = (job.out / SHARD_DIR / f"{u.name}.jsonl").read_bytes()
+        shards[f"{u.name}.jsonl"] = {"rows": data.count(b"\n"), "sha256": hashlib.sha256(data).hexdigest()}
+    pool_path = Path(job.pool.path)
+    return {
+        "stage": "label",
+        "version": STAGE_VERSION,
+        "generator": job.generator.as_dict(),
+        "backend": cfg.backend,
+        "engine": job.engine,
+        "pool": {"path": "builtin:" + DEFAULT_POOL.name if pool_path == DEFAULT_POOL else str(cfg.instructions),
+                 "sha256": job.pool.digest, "instructions": len(job.pool.instructions)},
+        "template": template.describe(),
+        "decoding": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
+                     "retry_temperature": cfg.retry_temperature, "max_retries": cfg.max_retries,
+                     "precision": cfg.precision},
+        "seed": cfg.seed,
+        "instructions_per_clip": cfg.instructions_per_clip,
+        "splits": cfg.splits,
+        "seeds": {"clips": sum(1 for u in units for it in u.items if it.index == 0), "sha256": _seeds_digest(units)},
+        "shards": shards,
+    }
+
+
+def _clean(directory: Path, keep: set[str]) -> None:
+    """Drop shards of units that no longer exist and temp files left by a killed run."""
+    if not directory.is_dir():
+        return
+    for p in directory.iterdir():
+        if (p.name.startswith(".") and p.name.endswith(".tmp")) or (p.match(SHARD_GLOB) and p.name not in keep):
+            p.unlink(missing_ok=True)
+
+
+def finalize(job: LabelJob, units: list[Unit], results: list[UnitResult], wall_seconds: float,
+             skipped_by_split: int = 0) -> dict[str, Any]:
+    """After every unit: stale shards go, provenance and stats are written; returns the stats."""
+    keep = {f"{u.name}.jsonl" for u in units}
+    _clean(job.out / SHARD_DIR, keep)
+    _clean(job.out / QUARANTINE_DIR, keep)
+    (job.out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(job.out / SHARD_DIR / PROVENANCE, json.dumps(provenance(job, units), indent=2) + "\n")
+    stats = summarize(results, wall_seconds)
+    stats |= {"clips": sum(1 for u in units for it in u.items if it.index == 0), "clips_skipped_by_split": skipped_by_split,
+              "units": len(units), "backend": job.cfg.backend, "engine": job.engine,
+              "backend_stats": job.backend_stats(), "generator": job.generator.name,
+              "generator_digest": job.generator.digest, "self_generated": job.generator.self_generated}
+    atomic_write_text(job.out / STATS, json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    return stats
+
+
+def summarize(results: list[UnitResult], wall_seconds: float) -> dict[str, Any]:
+    """Totals over units: rows, cache hits, generated, filtered by reason, tokens, rates."""
+    filt: Counter[str] = Counter()
+    quar: Counter[str] = Counter()
+    by_attempt: list[int] = []
+    for r in results:
+        filt.update(r.filtered_by_reason)
+        quar.update(r.quarantined_by_reason)
+        for i, n in enumerate(r.generated_by_attempt):
+            by_attempt += [0] * (i + 1 - len(by_attempt))
+            by_attempt[i] += n
+    rows = sum(r.rows for r in results)
+    gen = sum(r.generated for r in results)
+    ctoks = sum(r.completion_tokens for r in results)
+    gsec = sum(r.generate_seconds for r in results)
+    return {
+        "rows_written": rows,
+        "requests": sum(r.requests for r in results),
+        "cache_hits": sum(r.cache_hits for r in results),
+        "generated": gen,
+        "generated_by_attempt": by_attempt,
+        "filtered": sum(filt.values()),
+        "filtered_by_reason": dict(sorted(filt.items())),
+        "quarantined": sum(quar.values()),
+        "quarantined_by_reason": dict(sorted(quar.items())),
+        "prompt_tokens": sum(r.prompt_tokens for r in results),
+        "completion_tokens": ctoks,
+        "tokens": sum(r.prompt_tokens for r in results) + ctoks,
+        "wall_seconds": round(wall_seconds, 3),
+        "generate_seconds": round(gsec, 3),
+        "rows_per_s": round(rows / wall_seconds, 3) if wall_seconds else 0.0,
+        "generated_per_s": round(gen / gsec, 3) if gsec else 0.0,
+        "tokens_per_s": round(ctoks / gsec, 1) if gsec else 0.0,
+    }
+
+
+def label(seeds: list[dict[str, Any]], out: Path, cfg: LabelConfig, models: ModelsConfig,
+          cache_dir: Path | None = None, backend: Backend | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Run every unit in-process (one writer per output dir); returns the stats."""
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / ".label.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RuntimeError(f"another `desta label` is writing to {out}") from None
+    try:
+        job = prepare_job(out, cfg, models, cache_dir, backend)
+        try:
+            units = plan_units(seeds, job)
+            total = sum(len(u.items) for u in units)
+            tokens = [0]
+            with progress_bar("label", total=total, enabled=show_progress, unit="rows") as advance:
+                def on_progress(rows: int, toks: int) -> None:
+                    tokens[0] += toks
+                    advance(rows, **{"tok/s": f"{tokens[0] / max(time.perf_counter() - t0, 1e-9):.0f}"})
+
+                results = [run_unit(u, job, on_progress) for u in units]
+            skipped = len(seeds) - len(select_seeds(seeds, cfg.splits))
+            return finalize(job, units, results, time.perf_counter() - t0, skipped)
+        finally:
+            job.close()
+    finally:
+        lock.release()

@@ -1,0 +1,385 @@
+"""DeSTA2.5-Audio: frozen Whisper encoder -> Q-Former connector -> frozen LLM (optional LoRA).
+
+Only the connector (and LoRA adapters) train. `save_pretrained` writes just those weights
+(safetensors) and a config naming the frozen backbones; `from_pretrained` rebuilds the model from
+the backbones and loads them. The same code builds the tiny profile (whisper tiny.en + SmolLM2)
+and the paper's (whisper-large-v3 + Llama-3.1-8B-Instruct).
+
+Precision `bf16`: the LLM is stored in bf16 (as the official model loads it) and every forward runs
+under bf16 autocast; trainable weights stay fp32 (the official trainer's bf16-mixed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from components.config import ModelConfig
+from components.model import prompt as P
+from components.model.encoder import audio_key, log_mel, tapped_states
+from components.model.qformer import Connector
+
+FORMAT = "desta-pipeline/1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+_FULL_HASH_LIMIT = 2 << 30  # backbone files above this are fingerprinted by name + size only
+
+
+@dataclass(frozen=True)
+class DestaSpec:
+    """What to build: the two frozen backbones (hub ids or directories) and the connector's shape."""
+
+    whisper: str
+    llm: str
+    model: ModelConfig
+
+    @classmethod
+    def from_profile(cls, profile: Any) -> DestaSpec:
+        return cls(profile.models.whisper, profile.models.llm, profile.model)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"whisper": self.whisper, "llm": self.llm, "model": self.model.model_dump(mode="json")}
+
+
+class LossOutput(NamedTuple):  # a named tuple: DeepSpeed ZeRO-3 hooks see its tensors
+    loss: torch.Tensor  # mean negative log-likelihood over the response tokens
+    tokens: int  # response tokens scored
+    row_logprob: torch.Tensor  # (B,) summed log-probability of each row's response
+
+
+def local_dir(name: str) -> Path | None:
+    """A backbone's directory: the path itself, or its snapshot in the local HF cache."""
+    if Path(name).is_dir():
+        return Path(name)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # noqa: BLE001 -- not a local dir and not cached: no digest to take
+        return None
+
+
+def backbone_digest(name: str) -> str:
+    """sha256 over a backbone's config and weight files (large ones by name + size)."""
+    d = local_dir(name)
+    h = hashlib.sha256()
+    if d is None:
+        h.update(f"unresolved:{name}".encode())
+        return h.hexdigest()
+    files = sorted(p for p in d.iterdir() if p.suffix in {".json", ".safetensors", ".bin"} and p.name != "desta-source.json")
+    total = sum(p.stat().st_size for p in files)
+    for p in files:
+        h.update(p.name.encode())
+        if p.suffix == ".json" or total <= _FULL_HASH_LIMIT:
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+        else:
+            h.update(str(p.stat().st_size).encode())
+    return h.hexdigest()
+
+
+def load_backbones(whisper: str, llm: str, precision: str = "bf16", with_decoder: bool = True):
+    """(WhisperForConditionalGeneration, causal LM, LLM tokenizer, Whisper processor); offline-safe.
+
+    Without the decoder (training), Whisper's decoder and output projection are dropped.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, WhisperForConditionalGeneration, WhisperProcessor
+
+    w = WhisperForConditionalGeneration.from_pretrained(whisper, dtype=torch.float32).eval()
+    processor = WhisperProcessor.from_pretrained(whisper)
+    if not with_decoder:
+        del w.model.decoder, w.proj_out
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    lm = AutoModelForCausalLM.from_pretrained(llm, dtype=dtype).eval()
+    tok = AutoTokenizer.from_pretrained(llm)
+    return w, lm, tok, processor
+
+
+class DestaModel(nn.Module):
+    def __init__(self, spec: DestaSpec, whisper: nn.Module, llm: nn.Module, tokenizer: Any, processor: Any,
+                 precision: str = "bf16") -> None:
+        super().__init__()
+        cfg = spec.model
+        self.spec, self.precision = spec, precision
+        self.whisper, self.llm, self.tokenizer, self.processor = whisper, llm, tokenizer, processor
+        if tokenizer.pad_token is None:  # Llama 3 has none; padded positions are masked anyway
+            tokenizer.pad_token = tokenizer.eos_token
+        if cfg.lora.enabled:
+            from peft import LoraConfig, inject_adapter_in_model
+
+            inject_adapter_in_model(
+                LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                           target_modules=list(cfg.lora.target_modules)),
+                self.llm,
+            )
+            for name, p in self.llm.named_parameters():  # trainable weights in fp32, like the connector
+                if "lora_" in name:
+                    p.data = p.data.float()
+        if max(cfg.encoder_layers) > len(self.encoder.layers):
+            raise ValueError(f"model.encoder_layers {cfg.encoder_layers}: {spec.whisper} has {len(self.encoder.layers)} layers")
+        enc_cfg = self.encoder.config
+        embed = self.llm.get_input_embeddings()
+        self.connector = Connector(
+            n_layers=len(cfg.encoder_layers), width=enc_cfg.d_model, llm_width=embed.embedding_dim,
+            prompt_size=cfg.prompt_size, heads=cfg.qformer_heads, qformer_layers=cfg.qformer_layers,
+            ffn=cfg.qformer_intermediate, dropout=cfg.qformer_dropout,
+        )
+        self.connector.scale_output_to(float(embed.weight.detach().float().std()))
+        for name, p in self.named_parameters():
+            p.requires_grad_(name.startswith("connector.") or "lora_" in name)
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_backbones(cls, spec: DestaSpec, precision: str = "bf16", with_decoder: bool = True) -> DestaModel:
+        return cls(spec, *load_backbones(spec.whisper, spec.llm, precision, with_decoder), precision=precision)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.whisper.model.encoder
+
+    def detach_whisper(self) -> None:
+        """Keep Whisper as a plain attribute outside the module tree (training: each rank holds its
+        own full frozen copy outside DeepSpeed, so ranks run it independently, e.g. on cache misses,
+        without ZeRO-3 collectives). encode/transcribe keep working; `.to()` no longer moves it."""
+        whisper = self._modules.pop("whisper")
+        self.__dict__["whisper"] = whisper
+
+    def train(self, mode: bool = True) -> DestaModel:
+        super().train(mode)
+        self.whisper.eval()  # frozen encoder: no dropout; the LLM follows (LoRA dropout)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.connector.proj[1].weight.device
+
+    @property
+    def feature_extractor(self) -> Any:
+        """Whisper's log-mel extractor (the processor's, or the processor itself when built bare)."""
+        return getattr(self.processor, "feature_extractor", self.processor)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    @property
+    def states_dtype(self) -> torch.dtype:
+        """dtype of the tapped states the connector reads (what the encoder cache stores)."""
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    # ---- audio side ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> torch.Tensor:
+        """16 kHz clips -> tapped encoder states (N, L, 1500, d), in `states_dtype`."""
+        out = []
+        for i in range(0, len(wavs), batch_size):
+            feats = log_mel(self.feature_extractor, wavs[i : i + batch_size]).to(self.device)
+            with self.autocast():
+                out.append(tapped_states(self.encoder, feats, self.spec.model.encoder_layers).to(self.states_dtype))
+        return torch.cat(out)
+
+    def connect(self, states: torch.Tensor) -> torch.Tensor:
+        """Tapped states -> (N, prompt_size, llm width) audio vectors."""
+        if self.precision != "bf16":
+            states = states.to(self.connector.proj[1].weight.dtype)
+        with self.autocast():
+            return self.connector(states)
+
+    @torch.no_grad()
+    def transcribe(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
+        """Whisper's own transcript (greedy); '' where it hears no speech (as `desta seeds` decides)."""
+        from components.seeds.attributes import measure
+        from components.seeds.run import looks_like_speech
+
+        if not hasattr(self.whisper.model, "decoder") or not hasattr(self.processor, "batch_decode"):
+            raise ValueError("transcripts needed but this model was built without Whisper's decoder/tokenizer")
+        texts: list[str] = []
+        for i in range(0, len(wavs), batch_size):
+            chunk = wavs[i : i + batch_size]
+            feats = log_mel(self.feature_extractor, chunk).to(self.device)
+            with self.autocast():
+                ids = self.whisper.generate(feats, do_sample=False, num_beams=1, max_new_tokens=128)
+            texts += [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
+        return [t if looks_like_speech(t, measure(torch.from_numpy(np.asarray(w, dtype=np.float32)))) else ""
+                for t, w in zip(texts, wavs)]
+
+    # ---- LLM side -----------------------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, audio_mask: torch.Tensor, audio_states: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the audio positions replaced by the connector's vectors."""
+        audio = self.connect(audio_states)
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        if int(audio_mask.sum()) != audio.shape[0] * audio.shape[1]:
+            raise ValueError(f"{int(audio_mask.sum())} audio positions for {audio.shape[0]} clips x {audio.shape[1]} vectors")
+        return embeds.masked_scatter(audio_mask.unsqueeze(-1), audio.to(embeds.dtype))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio_mask: torch.Tensor,
+                audio_states: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        """Next-token loss on the labelled (response) positions only; logits only where scored."""
+        embeds = self.embed(input_ids, audio_mask, audio_states)
+        with self.autocast():
+            hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+            targets = labels[:, 1:]
+            scored = targets != P.IGNORE
+            logits = self.llm.get_output_embeddings()(hidden[:, :-1][scored])
+        token_logp = -F.cross_entropy(logits.float(), targets[scored], reduction="none")
+        rows = scored.nonzero()[:, 0]
+        row_logprob = torch.zeros(labels.shape[0], device=logits.device).index_add(0, rows, token_logp)
+        n = int(scored.sum())
+        loss = -token_logp.sum() / max(n, 1)
+        return LossOutput(loss, n, row_logprob)
+
+    # ---- inference ----------------------------------------------------------------------------
+    def _inputs(self, audios: Sequence[Sequence[Any]] | None, messages: Sequence[Sequence[dict]],
+                data_root: str | Path | None) -> tuple[list[np.ndarray], list[str]]:
+        """Flatten each row's clips (arrays, or references read from data_root) and their transcripts."""
+        from components.ingest.shards import read_audio_ref
+
+        wavs: list[np.ndarray] = []
+        texts: list[str | None] = []
+        for i, msgs in enumerate(messages):
+            entries = P.row_audios(msgs)
+            given = audios[i] if audios is not None else [e["audio"] for e in entries]
+            if len(given) != len(entries):
+                raise ValueError(f"row {i}: {len(given)} audios for {len(entries)} {P.AUDIO} markers")
+            for clip, entry in zip(given, entries):
+                if isinstance(clip, (str, Path)):
+                    clip = read_audio_ref(Path(data_root or "."), str(clip))[0]
+                wavs.append(np.asarray(clip, dtype=np.float32))
+                texts.append(entry.get("text"))
+        keys = [audio_key(w) for w in wavs]
+        todo = {keys[i]: i for i, t in enumerate(texts) if t is None}  # each distinct clip once
+        heard = dict(zip(todo, self.transcribe([wavs[i] for i in todo.values()]))) if todo else {}
+        return wavs, [heard.get(k, "") if t is None else t for k, t in zip(keys, texts)]
+
+    def _batches(self, audios: Sequence[Sequence[Any]] | None, messages: Sequence[Sequence[dict]],
+                 data_root: str | Path | None, batch_size: int, responses: Sequence[str] | None = None):
+        """Per batch of rows: (collated tensors on the model's device, tapped encoder states)."""
+        for b in range(0, len(messages), batch_size):
+            msgs = messages[b : b + batch_size]
+            wavs, texts = self._inputs(None if audios is None else audios[b : b + batch_size], msgs, data_root)
+            at = np.cumsum([0] + [len(P.row_audios(m)) for m in msgs])
+            enc = [P.encode(self.tokenizer, m, texts[at[j] : at[j + 1]], self.spec.model.prompt_size,
+                            response=None if responses is None else responses[b + j],
+                            max_transcript_tokens=self.spec.model.max_transcript_tokens) for j, m in enumerate(msgs)]
+            batch = P.collate(enc, self.tokenizer.pad_token_id, left=responses is None)
+            keys = [audio_key(w) for w in wavs]
+            distinct = list(dict.fromkeys(keys))  # the same clip asked several times is encoded once
+            states = self.encode([wavs[keys.index(k)] for k in distinct])[[distinct.index(k) for k in keys]]
+            yield {k: v.to(self.device) for k, v in batch.items()}, states.to(self.device)
+
+    @torch.inference_mode()
+    def generate(self, audios: Sequence[Sequence[Any]] | None, messages: Sequence[Sequence[dict]], *,
+                 max_new_tokens: int = 128, do_sample: bool = False, temperature: float = 1.0,
+                 top_p: float = 1.0, batch_size: int = 16, data_root: str | Path | None = None) -> list[str]:
+        """Answer each row: `messages[i]` (system + user turns with `<|AUDIO|>` markers) about the clips
+        `audios[i]` (16 kHz float arrays or references; None = the references in the messages).
+        A clip's transcript comes from its message's `text`, else from Whisper's decoder."""
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+        out: list[str] = []
+        for batch, states in self._batches(audios, messages, data_root, batch_size):
+            embeds = self.embed(batch["input_ids"], batch["audio_mask"], states)
+            with self.autocast():
+                ids = self.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                                        max_new_tokens=max_new_tokens, eos_token_id=self._eos_ids(),
+                                        pad_token_id=self.tokenizer.pad_token_id, **sampling)
+            out += [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return out
+
+    @torch.inference_mode()
+    def response_logprobs(self, audios: Sequence[Sequence[Any]] | None, messages: Sequence[Sequence[dict]],
+                          responses: Sequence[str], batch_size: int = 16,
+                          data_root: str | Path | None = None) -> list[float]:
+        """Summed log-probability of each response given its audio + messages (forced-choice scoring)."""
+        out: list[float] = []
+        for batch, states in self._batches(audios, messages, data_root, batch_size, responses):
+            out += self(audio_states=states, **batch).row_logprob.tolist()
+        return out
+
+    def _eos_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        gen = getattr(self.llm, "generation_config", None)
+        extra = getattr(gen, "eos_token_id", None)
+        ids |= set(extra if isinstance(extra, list) else [extra] if extra is not None else [])
+        return sorted(i for i in ids if i is not None)
+
+    # ---- persistence --------------------------------------------------------------------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().cpu().contiguous() for n, p in self.named_parameters() if p.requires_grad}
+
+    def frozen_digest(self) -> str:
+        """sha256 over every frozen weight (Whisper too when detached): equal before and after training."""
+        h = hashlib.sha256()
+        named = list(self.named_parameters())
+        if "whisper" not in self._modules:
+            named += list(self.whisper.named_parameters(prefix="whisper"))
+        for name, p in sorted(named, key=lambda x: x[0]):
+            if not p.requires_grad:
+                h.update(name.encode())
+                h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    def save_pretrained(self, out_dir: str | Path, state: dict[str, torch.Tensor] | None = None,
+                        extra: dict[str, Any] | None = None) -> Path:
+        """Write the trainable weights (model.safetensors) + config.json naming the backbones."""
+        from safetensors.torch import save_file
+
+        from components.atomic import atomic_dir
+
+        out_dir = Path(out_dir)
+        state = state if state is not None else self.trainable_state_dict()
+        config = {
+            "format": FORMAT, **self.spec.to_dict(), "precision": self.precision,
+            "backbone_sha256": {"whisper": backbone_digest(self.spec.whisper), "llm": backbone_digest(self.spec.llm)},
+            "trainable_parameters": int(sum(t.numel() for t in state.values())),
+            **(extra or {}),
+        }
+        with atomic_dir(out_dir) as tmp:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+            (tmp / WEIGHTS_FILE).chmod(0o644)
+        return out_dir
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, whisper: str | None = None, llm: str | None = None,
+                        precision: str | None = None, with_decoder: bool = True) -> DestaModel:
+        """Rebuild from the named backbones (or overrides) and load the trainable weights.
+
+        Also reads the official DeSTA2.5-Audio layout (config `model_type: desta25`)."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        config = json.loads((path / CONFIG_FILE).read_text())
+        if config.get("model_type") == "desta25":
+            from components.model.official import load_official
+
+            return load_official(path, whisper=whisper, llm=llm, precision=precision or "bf16", with_decoder=with_decoder)
+        if config.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a DeSTA model export (format {config.get('format')!r})")
+        spec = DestaSpec(whisper or config["whisper"], llm or config["llm"], ModelConfig(**config["model"]))
+        model = cls.from_backbones(spec, precision or config.get("precision", "bf16"), with_decoder)
+        model.load_trainable(load_file(str(path / WEIGHTS_FILE)), source=str(path))
+        return model
+
+    def load_trainable(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """Load exactly the trainable weights; a missing or unexpected key is an error naming it."""
+        expected = {n for n, p in self.named_parameters() if p.requires_grad}
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ValueError(f"{source}: trainable weights do not match the model "
+                             f"(missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+                             f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''})")
+        params = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, value in state.items():
+                if params[name].shape != value.shape:
+                    raise ValueError(f"{source}: {name} has shape {tuple(value.shape)}, model wants {tuple(params[name].shape)}")
+                params[name].copy_(value.to(params[name].dtype))

@@ -1,0 +1,99 @@
+"""The frozen Whisper encoder, tapped at configurable layers, and an on-disk cache of its output.
+
+Tap index k is the k-th entry of the encoder's hidden states: 0 = conv + position embeddings,
+k = output of encoder layer k, all before the final LayerNorm (as the official DeSTA code taps them).
+Whisper always sees a 30 s window (3000 mel frames -> 1500 positions), like the paper.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def tapped_states(encoder: nn.Module, features: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+    """(N, mel, 3000) log-mel features -> (N, len(layers), 1500, d); runs only as deep as needed."""
+    n_layers = len(encoder.layers)
+    if max(layers) > n_layers:
+        raise ValueError(f"encoder layer {max(layers)} requested; the encoder has {n_layers} layers (max index {n_layers})")
+    expected = encoder.config.max_source_positions * encoder.conv1.stride[0] * encoder.conv2.stride[0]
+    if features.shape[-1] != expected:
+        raise ValueError(f"Whisper needs {expected} mel frames (30 s), got {features.shape[-1]}")
+    h = nn.functional.gelu(encoder.conv1(features.to(encoder.conv1.weight.dtype)))
+    h = nn.functional.gelu(encoder.conv2(h)).permute(0, 2, 1)
+    h = h + encoder.embed_positions.weight[: h.shape[1]]
+    taps = {0: h} if 0 in layers else {}
+    for k, layer in enumerate(encoder.layers[: max(layers)], start=1):
+        h = layer(h, None)
+        if isinstance(h, tuple):
+            h = h[0]
+        if k in layers:
+            taps[k] = h
+    return torch.stack([taps[k] for k in layers], dim=1)
+
+
+def log_mel(feature_extractor, wavs: Sequence[np.ndarray]) -> torch.Tensor:
+    """16 kHz clips -> Whisper log-mel features padded to 30 s."""
+    return feature_extractor(list(wavs), sampling_rate=16000, return_tensors="pt").input_features
+
+
+def audio_key(wav: np.ndarray) -> str:
+    """Content address of a clip: sha256 of its float32 samples."""
+    return hashlib.sha256(np.ascontiguousarray(wav, dtype=np.float32).tobytes()).hexdigest()[:32]
+
+
+class EncoderCache:
+    """Tapped states per clip as safetensors files, under a directory keyed by the encoder's
+    weights digest, the tapped layers and the dtype: a changed encoder never reads stale states.
+    Writes are atomic (temp + rename), so several ranks can fill it at once."""
+
+    def __init__(self, root: Path, encoder_digest: str, layers: Sequence[int], dtype: torch.dtype) -> None:
+        tag = f"{encoder_digest[:16]}-L{'_'.join(map(str, layers))}-{str(dtype).removeprefix('torch.')}"
+        self.dir = Path(root) / tag
+        self.dtype = dtype
+        self.hits = self.misses = 0
+
+    def _path(self, key: str) -> Path:
+        return self.dir / key[:2] / f"{key}.safetensors"
+
+    def get(self, key: str) -> torch.Tensor | None:
+        from safetensors.torch import load_file
+
+        path = self._path(key)
+        if not path.is_file():
+            self.misses += 1
+            return None
+        try:
+            states = load_file(str(path))["states"]
+        except Exception:  # noqa: BLE001 -- a torn or foreign file is a miss, rewritten below
+            self.misses += 1
+            return None
+        self.hits += 1
+        return states
+
+    def put(self, key: str, states: torch.Tensor) -> None:
+        from safetensors.torch import save_file
+
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"states": states.detach().to(self.dtype).contiguous()}, tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def default_cache_root() -> Path:
+    """Beside the prepared models: $DESTA_CACHE/encoder-states (default ~/.cache/desta)."""
+    from components.embedded.prepare import CACHE_ENV
+
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "desta")) / "encoder-states"

@@ -1,0 +1,129 @@
+"""Token sequences for DeSTA rows: the LLM's chat template with the audio spans spliced in.
+
+`<|AUDIO|>` in a user message is shown to the LLM as `<start_audio><|AUDIO|><end_audio>`, and the
+`<|AUDIO|>` itself becomes `prompt_size` audio positions (filled with Q-Former vectors in the forward
+pass) followed by the transcript's tokens. Labels cover only the response (plus the end-of-turn
+token); everything else is -100.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+AUDIO = "<|AUDIO|>"
+START, END = "<start_audio>", "<end_audio>"
+IGNORE = -100
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    audio_mask: list[bool]  # True at the audio-vector positions
+    n_audios: int
+    truncated: bool = False  # the response (or the transcript) was cut to fit max_length
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def wrap_audio(content: str) -> str:
+    """`<|AUDIO|>` -> `<start_audio><|AUDIO|><end_audio>` unless already wrapped."""
+    if START + AUDIO + END in content:
+        return content
+    return content.replace(AUDIO, START + AUDIO + END)
+
+
+def row_audios(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `audios` entries of every message, in order (one per `<|AUDIO|>`)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        audios = m.get("audios") or []
+        if str(m.get("content", "")).count(AUDIO) != len(audios):
+            raise ValueError(f"message has {str(m.get('content', '')).count(AUDIO)} {AUDIO} but {len(audios)} audios")
+        out.extend(audios)
+    return out
+
+
+def render_context(tokenizer: Any, messages: Sequence[dict[str, Any]]) -> str:
+    """The chat template up to the assistant's turn, with audio markers wrapped."""
+    plain = [{"role": m["role"], "content": wrap_audio(str(m["content"]))} for m in messages]
+    return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+
+def encode(
+    tokenizer: Any,
+    messages: Sequence[dict[str, Any]],
+    transcripts: Sequence[str | None],
+    prompt_size: int,
+    response: str | None = None,
+    max_length: int | None = None,
+    max_transcript_tokens: int = 100,
+) -> Encoded | None:
+    """Token ids, labels and audio mask of one row; None when even the prompt cannot fit.
+
+    Over max_length, the response is cut from the end first; if the prompt alone does not leave a
+    single response token, the transcripts are shortened; if that is not enough, None.
+    """
+    pieces = render_context(tokenizer, messages).split(AUDIO)
+    if len(pieces) - 1 != len(transcripts):
+        raise ValueError(f"{len(pieces) - 1} {AUDIO} markers but {len(transcripts)} audios")
+    text_ids = [_ids(tokenizer, p) for p in pieces]
+    trans_ids = [_ids(tokenizer, t or "")[:max_transcript_tokens] for t in transcripts]
+    target = _ids(tokenizer, response + tokenizer.eos_token) if response is not None else []
+    truncated = False
+
+    def context_len() -> int:
+        return sum(map(len, text_ids)) + sum(prompt_size + len(t) for t in trans_ids)
+
+    if max_length is not None:
+        room = max_length - context_len()
+        need = 1 if response is not None else 0
+        while room < need and any(trans_ids):  # shorten the longest transcript
+            longest = max(range(len(trans_ids)), key=lambda i: len(trans_ids[i]))
+            cut = min(len(trans_ids[longest]), need - room)
+            trans_ids[longest] = trans_ids[longest][: len(trans_ids[longest]) - cut]
+            room, truncated = max_length - context_len(), True
+        if room < need:
+            return None
+        if len(target) > room:
+            target, truncated = target[:room], True
+
+    ids: list[int] = []
+    mask: list[bool] = []
+    for i, piece in enumerate(text_ids):
+        ids += piece
+        mask += [False] * len(piece)
+        if i < len(trans_ids):
+            ids += [tokenizer.pad_token_id] * prompt_size + trans_ids[i]
+            mask += [True] * prompt_size + [False] * len(trans_ids[i])
+    labels = [IGNORE] * len(ids) + target
+    ids += target
+    mask += [False] * len(target)
+    return Encoded(ids, labels, mask, len(trans_ids), truncated)
+
+
+def collate(examples: Sequence[Encoded], pad_id: int, left: bool = False) -> dict[str, torch.Tensor]:
+    """Pad to the longest (right for training, left for generation)."""
+    width = max(len(e) for e in examples)
+    out = {
+        "input_ids": torch.full((len(examples), width), pad_id, dtype=torch.long),
+        "labels": torch.full((len(examples), width), IGNORE, dtype=torch.long),
+        "attention_mask": torch.zeros((len(examples), width), dtype=torch.long),
+        "audio_mask": torch.zeros((len(examples), width), dtype=torch.bool),
+    }
+    for row, e in enumerate(examples):
+        span = slice(width - len(e), width) if left else slice(0, len(e))
+        out["input_ids"][row, span] = torch.tensor(e.input_ids)
+        out["labels"][row, span] = torch.tensor(e.labels)
+        out["attention_mask"][row, span] = 1
+        out["audio_mask"][row, span] = torch.tensor(e.audio_mask)
+    return out

@@ -1,0 +1,143 @@
+"""The DeSTA connector: a BERT-style Q-Former over tapped encoder layers, then LayerNorm + Linear.
+
+Parameter names follow `transformers.BertEncoder` (add_cross_attention) and the official
+`QformerConnector` (`layer_prompts`, `layer_weights`, `qformer.layer.N…`, `proj.0`/`proj.1`), so
+official checkpoints map key for key. Self-attention over the queries is bidirectional (the official
+code calls BertEncoder without a mask), cross-attention reads all encoder frames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LN_EPS = 1e-12  # BertConfig.layer_norm_eps
+
+
+class _Attention(nn.Module):
+    """`BertSelfAttention`: query/key/value projections, scaled dot-product attention."""
+
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"Q-Former width {width} is not divisible by {heads} heads")
+        self.heads, self.dropout = heads, dropout
+        self.query, self.key, self.value = (nn.Linear(width, width) for _ in range(3))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, n, w = x.shape
+        split = lambda t: t.view(b, t.shape[1], self.heads, w // self.heads).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.query(x)), split(self.key(context)), split(self.value(context))
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return out.transpose(1, 2).reshape(b, n, w)
+
+
+class _AddNorm(nn.Module):
+    """`BertSelfOutput` / `BertOutput`: dense, dropout, residual, post-LayerNorm."""
+
+    def __init__(self, d_in: int, width: int, dropout: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(d_in, width)
+        self.LayerNorm = nn.LayerNorm(width, eps=LN_EPS)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(h)) + residual)
+
+
+class _Block(nn.Module):
+    """`BertAttention`: attention + its output sub-layer."""
+
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.self = _Attention(width, heads, dropout)
+        self.output = _AddNorm(width, width, dropout)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.output(self.self(x, context), x)
+
+
+class _Intermediate(nn.Module):
+    def __init__(self, width: int, ffn: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(width, ffn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(x))  # BERT's exact (erf) GELU
+
+
+class QFormerLayer(nn.Module):
+    def __init__(self, width: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.attention = _Block(width, heads, dropout)
+        self.crossattention = _Block(width, heads, dropout)
+        self.intermediate = _Intermediate(width, ffn)
+        self.output = _AddNorm(ffn, width, dropout)
+
+    def forward(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        x = self.attention(x, x)
+        x = self.crossattention(x, frames)
+        return self.output(self.intermediate(x), x)
+
+
+class QFormer(nn.Module):
+    """Same keys as `BertEncoder(BertConfig(add_cross_attention=True, is_decoder=True))`."""
+
+    def __init__(self, width: int, heads: int, layers: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(QFormerLayer(width, heads, ffn, dropout) for _ in range(layers))
+
+    def forward(self, queries: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        for layer in self.layer:
+            queries = layer(queries, frames)
+        return queries
+
+
+class Connector(nn.Module):
+    """Tapped encoder states (N, L, frames, d) -> audio vectors (N, prompt_size, llm_width).
+
+    One set of `prompt_size` learnable queries per tapped layer, one shared Q-Former, a softmax over
+    layers per query position, then LayerNorm + Linear to the LLM width.
+    """
+
+    def __init__(self, n_layers: int, width: int, llm_width: int, prompt_size: int, heads: int,
+                 qformer_layers: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.prompt_size = prompt_size
+        self.layer_prompts = nn.ParameterList(
+            nn.Parameter(torch.randn(1, prompt_size, width)) for _ in range(n_layers)
+        )
+        self.layer_weights = nn.Parameter(torch.zeros(prompt_size, n_layers))
+        self.qformer = QFormer(width, heads, qformer_layers, ffn, dropout)
+        self.proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, llm_width))
+        self._init_bert()
+
+    def _init_bert(self) -> None:
+        """BERT's init (normal 0.02, zero bias, unit LayerNorm) for the Q-Former layers."""
+        for m in self.qformer.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def scale_output_to(self, target_std: float) -> None:
+        """Initialise the output projection so its outputs have the LLM token embeddings' scale.
+
+        The LayerNorm output has unit variance per feature, so weights ~ N(0, target_std / sqrt(d_in))
+        give outputs of std ~ target_std (measured on 2 CPU cores: this made the tiny model learn faster).
+        """
+        linear = self.proj[1]
+        nn.init.normal_(linear.weight, std=target_std / math.sqrt(linear.in_features))
+        nn.init.zeros_(linear.bias)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        n, n_layers, frames, width = states.shape
+        # All tapped layers in one Q-Former call: (L*N, P, d) queries over (L*N, frames, d).
+        queries = torch.cat([p.expand(n, -1, -1) for p in self.layer_prompts], dim=0)
+        frames_ = states.transpose(0, 1).reshape(n_layers * n, frames, width)
+        out = self.qformer(queries, frames_)
+        out = out.view(n_layers, n, self.prompt_size, -1).permute(1, 2, 0, 3)  # (N, P, L, d)
+        weights = torch.softmax(self.layer_weights.float(), dim=-1).unsqueeze(-1)  # (P, L, 1)
+        return self.proj((out * weights.to(out.dtype)).sum(dim=2))

@@ -1,0 +1,64 @@
+"""`desta train`: DeepSpeed ZeRO training of the DeSTA connector on DeSTA-AQA5M rows.
+
+Wire into the main CLI with `app.command("train")(train_command)` (components/cli.py); runnable on
+its own as `python -m components.train.cli`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def train_command(
+    rows: Optional[Path] = typer.Option(None, "--in", help="AQA rows: a .jsonl or a directory (default: <data.root>/label)."),  # noqa: UP045
+    out: Optional[Path] = typer.Option(None, help="Output dir (default: <data.root>/train): model/, checkpoints/, metrics."),  # noqa: UP045
+    params: Optional[Path] = typer.Option(None, "--params", help="params.yaml to use (default: ./params.yaml or $DESTA_PARAMS)."),  # noqa: UP045
+    fresh: bool = typer.Option(False, help="Drop existing checkpoints and start over (default: resume the same run)."),
+    track: bool = typer.Option(True, help="Log the run to MLflow (rank 0) and register the model."),
+    encoder_cache: Optional[Path] = typer.Option(None, help="Encoder-state cache dir (default: $DESTA_CACHE/encoder-states)."),  # noqa: UP045
+) -> None:
+    """Train the Q-Former connector (and LoRA) with DeepSpeed; resumes after a crash."""
+    from components.config import ConfigError, load_params
+    from components.train.launch import TrainError, train
+
+    try:
+        p = load_params(params)
+    except ConfigError as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(1) from None
+    prof = p.active
+    root = Path(prof.data.root)
+    rows, out = rows or root / "label", out or root / "train"
+    t0 = time.perf_counter()
+    console.print(f"[cyan]train:[/] {prof.train.ranks} x {prof.train.device} ranks, {prof.train.deepspeed_config}, "
+                  f"{prof.train.precision}; rows {rows} -> {out}")
+    try:
+        result = train(prof, p.profile, rows, out, track=track, fresh=fresh, encoder_cache=encoder_cache)
+    except TrainError as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(1) from None
+    m = result.metrics
+    if result.skipped:
+        console.print(f"[green]train[/] already done for these params and rows: {result.model_dir}")
+        return
+    console.print(
+        f"[green]train[/] {m['steps']} steps (resumed from {result.resumed_from}) in {time.perf_counter() - t0:.0f} s: "
+        f"loss {m['loss_first']:.3f} -> {m['loss_last']:.3f}, {m['samples_per_s']:.1f} samples/s, "
+        f"peak RSS per rank {m['peak_rss_mb_per_rank']} MB, rows {m['rows']} "
+        f"(truncated {m['rows_truncated']}, skipped {m['rows_skipped_too_long']}) -> {result.model_dir}")
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app.command("train")(train_command)
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    app()

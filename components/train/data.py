@@ -1,0 +1,183 @@
+"""Training data: DeSTA-AQA5M rows + their stored audio, as length-bucketed, resumable batches.
+
+The batch plan is a pure function of (seed, epoch, row lengths, batch shape), so a resumed run
+rebuilds it and continues at the same optimizer step, on the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from components.ingest.shards import _index, read_audio_ref, split_ref
+from components.model import prompt as P
+from components.model.encoder import EncoderCache, audio_key
+
+ROW_KEYS = ("id", "dataset", "seed_description", "prompt", "response", "messages")
+BUCKET_BATCHES = 64  # micro-batches per length bucket (sorted within, shuffled across)
+
+
+class TrainDataError(ValueError):
+    """The training rows or their audio are missing or malformed; the message says which."""
+
+
+def row_files(path: Path) -> list[Path]:
+    """A JSONL file, or a directory's `shards/*.jsonl` (the label stage's layout), else its `*.jsonl`."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise TrainDataError(f"training rows not found: {path} (run `desta label` first, or pass --in)")
+    files = sorted((path / "shards").glob("*.jsonl")) or sorted(path.rglob("*.jsonl"))
+    if not files:
+        raise TrainDataError(f"no training rows: {path} holds no .jsonl files (run `desta label` first)")
+    return files
+
+
+def read_rows(files: Sequence[Path]) -> list[dict[str, Any]]:
+    """Every row, checked for the DeSTA-AQA5M fields; a bad row names its file and line."""
+    rows: list[dict[str, Any]] = []
+    for f in files:
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise TrainDataError(f"{f}:{n}: invalid JSON ({err})") from None
+            missing = [k for k in ROW_KEYS if k not in row]
+            if missing or not isinstance(row.get("messages"), list) or not isinstance(row.get("response"), str):
+                raise TrainDataError(f"{f}:{n}: not a DeSTA-AQA5M row (missing {missing or 'messages/response'})")
+            try:
+                P.row_audios(row["messages"])
+            except ValueError as err:
+                raise TrainDataError(f"{f}:{n}: {err}") from None
+            rows.append(row)
+    if not rows:
+        raise TrainDataError(f"no training rows in {', '.join(map(str, files))}")
+    return rows
+
+
+def rows_digest(files: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def check_audio(rows: Sequence[dict[str, Any]], data_root: Path) -> None:
+    """Every audio reference resolves to a stored clip; else one error listing the missing ones."""
+    missing: list[str] = []
+    for row in rows:
+        for a in P.row_audios(row["messages"]):
+            ref = a.get("audio")
+            try:
+                shard, member = split_ref(data_root, str(ref))
+                # the shard's member index (read once per shard and cached by the shards module)
+                if member not in _index(shard, shard.stat().st_mtime_ns):
+                    raise KeyError(member)
+            except (ValueError, OSError, KeyError, tarfile.TarError):
+                missing.append(f"{row['id']}: {ref}")
+    if missing:
+        shown = "\n  ".join(missing[:5])
+        raise TrainDataError(f"{len(missing)} audio reference(s) missing under data root {data_root}:\n  {shown}"
+                             + ("\n  …" if len(missing) > 5 else ""))
+
+
+@dataclass
+class EncodedRows:
+    """The tokenised rows (same order as the input), and what truncation did."""
+
+    examples: list[P.Encoded | None]
+    refs: list[list[str]]
+    truncated: int = 0
+    skipped: int = 0
+    lengths: list[int] = field(default_factory=list)
+
+
+def encode_rows(rows: Sequence[dict[str, Any]], tokenizer: Any, prompt_size: int, max_length: int,
+                max_transcript_tokens: int) -> EncodedRows:
+    """Token ids + response-only labels for every row; over-long rows are cut (counted) or skipped."""
+    out = EncodedRows([], [])
+    for row in rows:
+        audios = P.row_audios(row["messages"])
+        ex = P.encode(tokenizer, row["messages"], [a.get("text") for a in audios], prompt_size,
+                      response=row["response"], max_length=max_length, max_transcript_tokens=max_transcript_tokens)
+        out.examples.append(ex)
+        out.refs.append([str(a["audio"]) for a in audios])
+        out.lengths.append(len(ex) if ex else 0)
+        out.truncated += bool(ex and ex.truncated)
+        out.skipped += ex is None
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Batch shape: micro-batch per rank, ranks, accumulation steps."""
+
+    batch_size: int
+    world: int
+    accum: int
+    seed: int
+
+    @property
+    def micro_per_step(self) -> int:
+        return self.world * self.accum
+
+    def epoch(self, lengths: Sequence[int], epoch: int) -> list[list[list[int]]]:
+        """Optimizer steps of one epoch; each is world*accum micro-batches of row indices.
+
+        Rows are shuffled, cut into buckets of BUCKET_BATCHES micro-batches, sorted by length within
+        a bucket (little padding), and the micro-batches shuffled again. Incomplete micro-batches
+        and steps at the end of an epoch are dropped (every rank does the same number of steps)."""
+        rng = random.Random(self.seed * 100_003 + epoch)
+        order = [i for i in range(len(lengths)) if lengths[i] > 0]
+        rng.shuffle(order)
+        micro: list[list[int]] = []
+        span = self.batch_size * BUCKET_BATCHES
+        for b in range(0, len(order), span):
+            bucket = sorted(order[b : b + span], key=lambda i: lengths[i])
+            micro += [bucket[i : i + self.batch_size] for i in range(0, len(bucket) - self.batch_size + 1, self.batch_size)]
+        rng.shuffle(micro)
+        n = len(micro) // self.micro_per_step
+        return [micro[s * self.micro_per_step : (s + 1) * self.micro_per_step] for s in range(n)]
+
+    def mine(self, step_batches: list[list[int]], rank: int) -> list[list[int]]:
+        """This rank's micro-batches of one optimizer step."""
+        return step_batches[rank * self.accum : (rank + 1) * self.accum]
+
+
+def total_steps(steps_per_epoch: int, epochs: int, max_steps: int | None) -> int:
+    total = steps_per_epoch * epochs
+    return min(total, max_steps) if max_steps else total
+
+
+class AudioStates:
+    """Tapped encoder states for a micro-batch's clips: from the cache, else the encoder (then cached)."""
+
+    def __init__(self, encode, data_root: Path, cache: EncoderCache | None) -> None:
+        self.encode, self.data_root, self.cache = encode, data_root, cache
+        self.encoded = 0
+
+    def __call__(self, refs: Sequence[str]) -> torch.Tensor:
+        wavs = [read_audio_ref(self.data_root, r)[0] for r in refs]
+        keys = [audio_key(w) for w in wavs]
+        states: list[torch.Tensor | None] = [self.cache.get(k) if self.cache else None for k in keys]
+        todo = [i for i, s in enumerate(states) if s is None]
+        if todo:
+            fresh = self.encode([wavs[i] for i in todo])
+            self.encoded += len(todo)
+            for i, s in zip(todo, fresh):
+                states[i] = s
+                if self.cache:
+                    self.cache.put(keys[i], s)
+        return torch.stack(states)  # type: ignore[arg-type]

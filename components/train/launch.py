@@ -1,0 +1,208 @@
+"""`desta train`: check the data, write the job, start the ranks, report.
+
+One node: `python -m torch.distributed.run --nproc_per_node <train.ranks> -m components.train.worker`
+(CPU ranks talk over gloo, GPU ranks over NCCL). Several nodes: the DeepSpeed launcher with
+`train.hostfile`. Users never write these lines; `launch` builds and runs them.
+
+Resuming: a run is identified by a fingerprint of everything that shapes it (backbones, model,
+training params, DeepSpeed template, the rows' bytes). Re-running with the same fingerprint resumes
+from the newest checkpoint (optimizer, scheduler and data position included) and continues the same
+MLflow run; a different fingerprint (or --fresh) starts over and drops the old checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from components.config import Profile
+from components.train import data as D
+from components.train import dsconfig
+
+# Train knobs that do not change what is learned (a change keeps resuming the same run).
+_BOOKKEEPING = {"checkpoint_every", "keep_checkpoints", "log_every", "hostfile", "encoder_cache"}
+
+
+class TrainError(RuntimeError):
+    """Training could not run or stopped; the message says why."""
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    model_dir: Path
+    metrics: dict[str, Any]
+    resumed_from: int = 0
+    skipped: bool = False  # already trained with the same fingerprint
+
+
+def hostfile_slots(path: Path) -> int:
+    """Total slots of a DeepSpeed hostfile (`host slots=N` per line)."""
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            parts = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
+            total += int(parts.get("slots", 1))
+    if not total:
+        raise TrainError(f"hostfile {path} names no hosts")
+    return total
+
+
+def world_size(prof: Profile) -> int:
+    return hostfile_slots(Path(prof.train.hostfile)) if prof.train.hostfile else prof.train.ranks
+
+
+def fingerprint(prof: Profile, rows_sha256: str, ds_config: dict[str, Any]) -> str:
+    train = {k: v for k, v in prof.train.model_dump(mode="json").items() if k not in _BOOKKEEPING}
+    doc = {"models": prof.models.model_dump(mode="json"), "model": prof.model.model_dump(mode="json"),
+           "train": train, "data_root": prof.data.root, "rows": rows_sha256, "deepspeed": ds_config}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(job_path: Path, prof: Profile) -> list[str]:
+    """The launcher line for this job (torchrun on one node, the DeepSpeed launcher with a hostfile)."""
+    worker = ["components.train.worker", "--job", str(job_path)]
+    if prof.train.hostfile:
+        launcher = Path(sys.executable).with_name("deepspeed")
+        return [str(launcher), "--hostfile", prof.train.hostfile, "--master_port", str(_free_port()),
+                "--module", *worker]
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+            "--nproc_per_node", str(prof.train.ranks), "--master_addr", "127.0.0.1",
+            "--master_port", str(_free_port()), "-m", *worker]
+
+
+def _check_device(prof: Profile) -> None:
+    t = prof.train
+    if t.device == "cpu" and t.precision == "fp16":
+        raise TrainError("train.precision fp16 needs CUDA (DeepSpeed's fp16 loss scaling); use bf16 or fp32 on CPU")
+    if t.device == "cuda" and not t.hostfile:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TrainError("train.device is cuda but no GPU is visible here (use the tiny profile on CPU)")
+        if torch.cuda.device_count() < t.ranks:
+            raise TrainError(f"train.ranks {t.ranks} but {torch.cuda.device_count()} GPUs are visible")
+
+
+def prepare(prof: Profile, profile_name: str, rows_path: Path, out: Path, *, track: bool = True,
+            fresh: bool = False, encoder_cache: Path | None = None) -> dict[str, Any]:
+    """Validate data and settings, decide fresh vs resume, write OUT/job.json; returns the job."""
+    _check_device(prof)
+    files = D.row_files(rows_path)
+    rows = D.read_rows(files)
+    D.check_audio(rows, Path(prof.data.root))
+    template = Path(prof.train.deepspeed_config)
+    ds = dsconfig.build(template, prof.train, world_size(prof))
+    rows_sha = D.rows_digest(files)
+    fp = fingerprint(prof, rows_sha, ds)
+
+    ckpt = out / "checkpoints"
+    run_file = ckpt / "run.json"  # {fingerprint, mlflow_run_id (rank 0 adds it), registered_version}
+    state = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    if fresh or state.get("fingerprint") != fp:
+        shutil.rmtree(ckpt, ignore_errors=True)
+        (out / "history.jsonl").unlink(missing_ok=True)
+        state = {"fingerprint": fp}
+    shutil.rmtree(out / "errors", ignore_errors=True)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    whisper_digest = None
+    if prof.train.encoder_cache:
+        from components.model.desta import backbone_digest
+        from components.model.encoder import default_cache_root
+
+        whisper_digest = backbone_digest(prof.models.whisper)
+        encoder_cache = Path(encoder_cache or default_cache_root())
+    job = {
+        "profile_name": profile_name, "profile": prof.model_dump(mode="json"), "device": prof.train.device,
+        "row_files": [str(f.resolve()) for f in files], "rows_sha256": rows_sha, "out": str(out.resolve()),
+        "deepspeed_template": str(template), "deepspeed": ds, "fingerprint": fp, "track": track,
+        "encoder_cache": str(encoder_cache) if prof.train.encoder_cache else None, "whisper_digest": whisper_digest,
+    }
+    (out / "job.json").write_text(json.dumps(job, indent=2) + "\n")
+    (out / "deepspeed_config.json").write_text(json.dumps(ds, indent=2) + "\n")
+    return job
+
+
+def launch(job: dict[str, Any], prof: Profile) -> int:
+    """Start every rank and wait; returns the launcher's exit code."""
+    out = Path(job["out"])
+    env = dict(os.environ)
+    if job["device"] == "cpu":
+        env["DS_ACCELERATOR"] = "cpu"
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, prof.train.ranks)))
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    cmd = command(out / "job.json", prof)
+    return subprocess.run(cmd, env=env, preexec_fn=_die_with_parent).returncode
+
+
+def _die_with_parent() -> None:
+    """In the launcher child: SIGKILL it when `desta train` dies (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:  # not Linux: the ranks' own parent watch still stops them
+        pass
+
+
+def _failure(out: Path, code: int) -> TrainError:
+    reports = [json.loads(p.read_text()) for p in sorted((out / "errors").glob("rank*.json"))]
+    if not reports:
+        return TrainError(f"training exited with code {code} and no rank reported why (killed?); "
+                          f"re-run `desta train` to resume from the last checkpoint")
+    first = min(reports, key=lambda r: (r["code"] == 1, r["rank"]))  # NaN/data errors explain best
+    where = [ln.strip() for ln in first.get("traceback", "").splitlines() if ln.strip().startswith("File ")][-1:]
+    detail = first["message"] or (f"at {where[0]}" if where else "")  # e.g. a bare assert inside a library
+    return TrainError(f"rank {first['rank']}: {first['type']}: {detail} (full report: {out / 'errors'})")
+
+
+def train(prof: Profile, profile_name: str, rows_path: Path, out: Path, *, track: bool = True,
+          fresh: bool = False, encoder_cache: Path | None = None) -> TrainResult:
+    """Run (or resume) training to completion; raises TrainError with the reason on failure."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / ".train.lock"), timeout=0)  # one `desta train` per output dir
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TrainError(f"another `desta train` is running on {out} (lock {out / '.train.lock'})") from None
+    try:
+        return _train_locked(prof, profile_name, rows_path, out, track=track, fresh=fresh, encoder_cache=encoder_cache)
+    finally:
+        lock.release()
+
+
+def _train_locked(prof: Profile, profile_name: str, rows_path: Path, out: Path, *, track: bool,
+                  fresh: bool, encoder_cache: Path | None) -> TrainResult:
+    try:
+        job = prepare(prof, profile_name, rows_path, out, track=track, fresh=fresh, encoder_cache=encoder_cache)
+    except (D.TrainDataError, FileNotFoundError) as err:
+        raise TrainError(str(err)) from None
+    model_cfg = out / "model" / "config.json"
+    if not fresh and model_cfg.is_file() and json.loads(model_cfg.read_text()).get("train", {}).get("fingerprint") == job["fingerprint"]:
+        return TrainResult(out, out / "model", json.loads((out / "metrics.json").read_text()), skipped=True)
+    code = launch(job, prof)
+    if code != 0:
+        raise _failure(out, code)
+    metrics = json.loads((out / "metrics.json").read_text())
+    return TrainResult(out, out / "model", metrics, resumed_from=int(metrics.get("resumed_from_step", 0)))

@@ -1,0 +1,160 @@
+"""The label stage on the real embedded LLM: schema, determinism, cache behaviour, generator change."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+import components.label.run as run_mod
+from components.config import ModelsConfig
+from components.label.generator import GeneratorMismatchWarning
+from components.label.rows import ROW_KEYS, read_seed_rows
+from components.label.run import PROVENANCE, QUARANTINE_DIR, STATS, label
+from tests.components.label.helpers import label_cfg, read_rows, seed_rows, shard_bytes, write_jsonl
+
+
+def test_rows_schema_stats_and_provenance(tmp_path: Path, models: ModelsConfig, hf_backend) -> None:
+    seeds = seed_rows(6) + [{**seed_rows(1, start=100)[0], "split": "test"}]
+    stats = label(seeds, tmp_path / "out", label_cfg(instructions_per_clip=2), models, backend=hf_backend,
+                  show_progress=False)
+    out = tmp_path / "out"
+    rows = read_rows(out)
+    quarantined = [json.loads(x) for p in (out / QUARANTINE_DIR).glob("*.jsonl") for x in p.read_text().splitlines()]
+    assert stats["clips"] == 6 and stats["clips_skipped_by_split"] == 1  # held-out clips are not labelled
+    assert len(rows) + len(quarantined) == 12 == stats["rows_written"] + stats["quarantined"]
+    assert rows, "no row passed the filters"
+    by_seed = {s["id"]: s for s in seeds}
+    for row in rows:
+        assert tuple(row) == ROW_KEYS
+        clip_id, idx = row["id"].rsplit("-", 1)
+        seed = by_seed[clip_id]
+        assert idx in ("0", "1") and row["dataset"] == seed["dataset"]
+        assert row["seed_description"] == seed["seed_description"]
+        assert isinstance(row["response"], str) and row["response"].strip()
+        assert row["messages"] == [
+            {"role": "system", "content": "Focus on the audio clips and instructions."},
+            {"role": "user", "content": f"<|AUDIO|>\n{row['prompt']}",
+             "audios": [{"audio": seed["audio"], "text": seed["transcript"]}]},
+        ]
+    assert len({r["id"] for r in rows}) == len(rows)
+    for q in quarantined:
+        assert len(q["attempts"]) == 2 and q["reason"] == q["attempts"][-1]["reason"]
+    prov = json.loads((out / "shards" / PROVENANCE).read_text())
+    assert prov["generator"]["self_generated"] is True and prov["generator"]["digest"].startswith("sha256:")
+    assert prov["pool"]["instructions"] >= 100 and len(prov["pool"]["sha256"]) == 64
+    assert prov["template"]["system"] and prov["decoding"]["max_new_tokens"] == 24 and prov["seed"] == 0
+    assert sum(s["rows"] for s in prov["shards"].values()) == len(rows)
+    on_disk = json.loads((out / STATS).read_text())
+    for key in ("rows_written", "cache_hits", "generated", "filtered_by_reason", "tokens", "rows_per_s", "tokens_per_s"):
+        assert key in on_disk
+    assert stats["generated"] == stats["requests"] and stats["cache_hits"] == 0
+    assert stats["filtered"] == sum(stats["filtered_by_reason"].values()) >= stats["quarantined"]
+
+
+def test_same_inputs_give_byte_identical_shards(tmp_path: Path, models: ModelsConfig, hf_backend) -> None:
+    seeds = seed_rows(9)
+    a = label(seeds, tmp_path / "a", label_cfg(), models, backend=hf_backend, show_progress=False)
+    b = label(seeds, tmp_path / "b", label_cfg(), models, backend=hf_backend, show_progress=False)
+    assert a["generated"] == b["generated"] > 0 and b["cache_hits"] == 0  # b really generated again
+    assert shard_bytes(tmp_path / "a") == shard_bytes(tmp_path / "b")
+    assert len(shard_bytes(tmp_path / "a")) == 3  # two shards (8 + 1 rows) + provenance
+
+
+def test_cache_noop_incremental_and_decoding_change(tmp_path: Path, models: ModelsConfig, hf_backend,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    out, seeds = tmp_path / "out", seed_rows(10)
+    first = label(seeds, out, label_cfg(), models, backend=hf_backend, show_progress=False)
+    before = shard_bytes(out)
+    assert first["generated_by_attempt"][0] == 10
+
+    # Re-run: a no-op that never even loads a model.
+    monkeypatch.setattr(run_mod, "make_backend", lambda *a, **k: pytest.fail("model loaded on a no-op re-run"))
+    again = label(seeds, out, label_cfg(), models, show_progress=False)
+    assert again["generated"] == 0 and again["cache_hits"] == again["requests"] == first["requests"]
+    assert shard_bytes(out) == before
+    monkeypatch.undo()
+
+    # 10 % new clips (appended): only they are generated; untouched shards stay byte-identical.
+    new = seed_rows(1, start=10)
+    inc = label(seeds + new, out, label_cfg(), models, backend=hf_backend, show_progress=False)
+    assert inc["generated_by_attempt"][0] == 1
+    assert inc["generated"] <= 2  # first attempt + at most one retry
+    after = shard_bytes(out)
+    assert after["label-000000.jsonl"] == before["label-000000.jsonl"]  # shard of old clips only: untouched
+    old_rows = {r["id"]: r for r in read_rows(out)}
+    assert all(old_rows[r["id"]] == r for r in (json.loads(x) for x in before["label-000001.jsonl"].decode().splitlines()))
+
+    # A decoding param that only retries use: greedy first attempts all hit, exactly the retries regenerate.
+    retries = inc["requests"] - 11  # max_retries=1: one retry request per row filtered at the first attempt
+    hot = label(seeds + new, out, label_cfg(retry_temperature=0.9), models, backend=hf_backend, show_progress=False)
+    assert hot["generated_by_attempt"][0] == 0 and hot["cache_hits"] == 11
+    assert hot["generated"] == retries > 0
+
+
+def test_generator_change_regenerates_everything_and_is_recorded(tmp_path: Path, models: ModelsConfig, llm_dir: Path,
+                                                                 hf_backend) -> None:
+    seeds = seed_rows(6)
+    out = tmp_path / "out"
+    cfg = label_cfg(max_retries=0)
+    label(seeds, out, cfg, models, backend=hf_backend, show_progress=False)
+
+    other = tmp_path / "tiny-llm"  # another generator: a small random Llama with the same tokenizer
+    AutoTokenizer.from_pretrained(llm_dir).save_pretrained(other)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2,
+                                 bos_token_id=1, tie_word_embeddings=True)).save_pretrained(other)
+    swapped = ModelsConfig(whisper="unused", llm=models.llm, generator=str(other))
+    with pytest.warns(GeneratorMismatchWarning, match="not be self-generated"):
+        s = label(seeds, out, cfg, swapped, show_progress=False)
+    assert s["generated"] == s["requests"] == 6 and s["cache_hits"] == 0 and s["self_generated"] is False
+    prov = json.loads((out / "shards" / PROVENANCE).read_text())
+    assert prov["generator"]["name"] == str(other) and prov["generator"]["self_generated"] is False
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GeneratorMismatchWarning)  # back to the backbone: no warning, all cached
+        back = label(seeds, out, cfg, models, backend=hf_backend, show_progress=False)
+    assert back["generated"] == 0 and back["cache_hits"] == 6
+
+
+def test_cli_reads_a_seeds_dir(tmp_path: Path, repo: Path, llm_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from components.label.cli import app
+
+    write_jsonl(tmp_path / "seeds" / "shards" / "seeds-000000.jsonl", seed_rows(3))
+    assert len(read_seed_rows(tmp_path / "seeds")) == 3
+    params = tmp_path / "params.yaml"
+    raw = __import__("yaml").safe_load((repo / "params.yaml").read_text())
+    raw["tiny"]["models"]["llm"] = str(llm_dir)
+    raw["tiny"]["label"].update({"max_new_tokens": 16, "max_retries": 0, "batch_size": 4, "threads": 1})
+    params.write_text(__import__("yaml").safe_dump(raw))
+    res = CliRunner().invoke(app, ["--seeds", str(tmp_path / "seeds"), "--out", str(tmp_path / "out"),
+                                   "--params", str(params), "--no-track", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    stats = json.loads(res.stdout.strip().splitlines()[-1])
+    assert stats["clips"] == 3 and stats["rows_written"] + stats["quarantined"] == 3
+
+
+def test_units_fan_out_like_label(tmp_path: Path, models: ModelsConfig, hf_backend) -> None:
+    """plan_units/run_unit/finalize on a thread pool (as a Prefect task runner would) == label()."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    from components.label.run import finalize, plan_units, prepare_job, run_unit
+
+    seeds = seed_rows(9)
+    label(seeds, tmp_path / "a", label_cfg(), models, backend=hf_backend, show_progress=False)
+    job = prepare_job(tmp_path / "b", label_cfg(), models, cache_dir=tmp_path / "a" / "cache")
+    units = plan_units(seeds, job)
+    job, units = pickle.loads(pickle.dumps((job, units)))  # what a Dask/Ray runner ships to workers
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda u: run_unit(u, job), units))
+    stats = finalize(job, units, results, 1.0)
+    assert stats["generated"] == 0 and len(units) == 2
+    assert shard_bytes(tmp_path / "b") == shard_bytes(tmp_path / "a")

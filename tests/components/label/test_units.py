@@ -1,0 +1,181 @@
+"""Label pieces that need no model: pool, draws, filters, rows, cache keys, config, backend selection."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.config import ConfigError, LabelConfig, parse_params
+from components.label import filters
+from components.label.cache import Cached, ResponseCache, cache_key
+from components.label.pool import DEFAULT_POOL, draw, eligible, load_pool
+from components.label.rows import ROW_KEYS, aqa_row, read_seed_rows, row_id
+from components.label.run import plan_batches
+from components.label.backends import Request
+from tests.components.label.helpers import seed_rows, write_jsonl
+
+PAPER_KINDS = {"describe", "summarise", "emotion", "gender", "pitch", "speed", "volume", "sound_event",
+               "content", "creative", "reasoning", "format"}
+SPEECH_ONLY = {"summarise", "emotion", "gender", "pitch", "speed", "volume", "voice", "content"}
+
+
+def test_pool_is_large_diverse_and_tagged() -> None:
+    pool = load_pool()
+    assert len(pool.instructions) >= 100
+    kinds = Counter(i.kind for i in pool.instructions)
+    assert PAPER_KINDS <= set(kinds), PAPER_KINDS - set(kinds)
+    assert len({i.id for i in pool.instructions}) == len({i.text for i in pool.instructions}) == len(pool.instructions)
+    assert len(pool.digest) == 64
+
+
+def test_draw_is_deterministic_distinct_and_fits_the_clip() -> None:
+    pool = load_pool()
+    rows = seed_rows(50)
+    for r in rows:
+        a, b = draw(pool, r, 0, 3), draw(pool, r, 0, 3)
+        assert a == b and len({i.id for i in a}) == 3
+        if r["kind"] == "sound":
+            assert not {i.kind for i in a} & SPEECH_ONLY
+    other_seed = sum(draw(pool, r, 0, 1) != draw(pool, r, 1, 1) for r in rows)
+    assert other_seed > 40  # the seed really changes the draw
+    no_emotion = {**rows[0], "seed_description": "[00:00-00:02] Hello. (Gender: Male, Duration: 2s)"}
+    kinds = {i.kind for i in eligible(pool, no_emotion)}
+    assert "emotion" not in kinds and "gender" in kinds and "pitch" not in kinds
+
+
+def test_growing_the_pool_keeps_most_draws(tmp_path: Path) -> None:
+    pool = load_pool()
+    extra = {"id": "describe-99", "kind": "describe", "audio": "any", "requires": None, "text": "What is this clip?"}
+    grown = load_pool(write_jsonl(tmp_path / "pool.jsonl",
+                                  [json.loads(x) for x in DEFAULT_POOL.read_text().splitlines()] + [extra]))
+    rows = seed_rows(200)
+    changed = sum(draw(pool, r, 0, 1) != draw(grown, r, 0, 1) for r in rows)
+    assert changed < 20  # ~1/len(eligible) of clips move to the new instruction; the rest stay cached
+
+
+@pytest.mark.parametrize("text,finish,reason", [
+    ("The speaker sounds calm and speaks slowly.", "stop", None),
+    ("", "stop", "empty"),
+    ("  ...  ", "stop", "empty"),
+    ("The speaker says that the bus was late and then it", "length", "truncated"),
+    ("Based on the seed description, the speaker is male.", "stop", "leak:seed_description"),
+    ("The metadata says the speaker is female.", "stop", "leak:metadata"),
+    ("At [00:00-00:02] the speaker says hello.", "stop", "leak:timestamp"),
+    ("From 00:00-00:03 we hear a knock.", "stop", "leak:timestamp"),
+    ("The text says the bus was late.", "stop", "leak:text_says"),
+    ("According to the description, she is happy.", "stop", "leak:description_ref"),
+    ("The instructions ask for a phone system.", "stop", "leak:instruction_ref"),
+    ("Emotion: Neutral, Gender: Female.", "stop", "leak:field_label"),
+    ("<|AUDIO|> a door knock", "stop", "leak:audio_token"),
+    ("Instruction: describe the audio", "stop", "leak:instruction_echo"),
+    ("The speaker is a woman with a high voice; she sounds neutral.", "stop", None),
+])
+def test_quality_filters(text: str, finish: str, reason: str | None) -> None:
+    assert filters.check(text, finish) == reason
+
+
+def test_aqa_row_exact_schema() -> None:
+    speech, sound = seed_rows(5)[0], seed_rows(5)[4]
+    row = aqa_row(speech, 0, "Describe the audio.", "A man speaks.")
+    assert tuple(row) == ROW_KEYS
+    assert row["id"] == row_id(speech["id"], 0) == f"{speech['id']}-0"
+    assert row["messages"] == [
+        {"role": "system", "content": "Focus on the audio clips and instructions."},
+        {"role": "user", "content": "<|AUDIO|>\nDescribe the audio.",
+         "audios": [{"audio": speech["audio"], "text": speech["transcript"]}]},
+    ]
+    assert aqa_row(sound, 1, "p", "r")["messages"][1]["audios"] == [{"audio": sound["audio"], "text": None}]
+    assert row_id("x", 0) != row_id("x", 1)
+
+
+def test_read_seed_rows_checks_contract(tmp_path: Path) -> None:
+    rows = seed_rows(3)
+    minimal = [{k: r[k] for k in ("id", "dataset", "audio", "seed_description")} for r in rows]
+    assert len(read_seed_rows(write_jsonl(tmp_path / "ok.jsonl", minimal))) == 3  # transcript is optional
+    with pytest.raises(ValueError, match="lacks seed_description"):
+        read_seed_rows(write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "seed_description": ""}]))
+    with pytest.raises(ValueError, match="duplicate seed id"):
+        read_seed_rows(write_jsonl(tmp_path / "dup.jsonl", [rows[0], rows[0]]))
+    with pytest.raises(FileNotFoundError):
+        read_seed_rows(tmp_path / "missing")
+
+
+def test_cache_key_covers_every_input() -> None:
+    base = ("desc", "instr", "sha256:g", "tmpl", {"engine": "hf/bf16", "max_new_tokens": 96, "temperature": 0.0})
+    k = cache_key(*base)
+    variants = [("desc2", *base[1:]), (base[0], "instr2", *base[2:]), (*base[:2], "sha256:h", *base[3:]),
+                (*base[:3], "tmpl2", base[4]), (*base[:4], {**base[4], "max_new_tokens": 64}),
+                (*base[:4], {**base[4], "engine": "hf/fp32"})]
+    assert len({k} | {cache_key(*v) for v in variants}) == 1 + len(variants)
+    assert cache_key(*base[:4], dict(reversed(list(base[4].items())))) == k  # order-free
+
+
+def test_cache_keeps_whole_batches(tmp_path: Path) -> None:
+    c = ResponseCache(tmp_path)
+    c.put_many({"a": Cached("x", "stop", 3, 1), "b": Cached("y", "length", 3, 2)}, "g")
+    c.put_many({"a": Cached("other", "stop", 1, 1)}, "g")  # first writer wins
+    assert c.get_many(["a", "b", "z"]) == {"a": Cached("x", "stop", 3, 1), "b": Cached("y", "length", 3, 2)}
+    assert len(c) == 2
+    c.close()
+
+
+def test_plan_batches_buckets_by_length_and_dedups() -> None:
+    reqs = [Request(f"k{i}", ({"role": "user", "content": "x" * n},), 8) for i, n in enumerate([5, 50, 6, 49, 7, 5])]
+    reqs.append(reqs[0])
+    batches = plan_batches(reqs, lambda r: len(r.messages[0]["content"]), 3)
+    assert [[len(r.messages[0]["content"]) for r in b] for b in batches] == [[5, 5, 6], [7, 49, 50]]
+
+
+def test_label_config_in_both_profiles(repo: Path) -> None:
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    for prof in ("tiny", "paper"):
+        assert set(raw[prof]["label"]) == set(LabelConfig.model_fields), prof
+    raw["tiny"]["label"]["temprature"] = 0.1
+    with pytest.raises(ConfigError, match=r"tiny\.label\.temprature: unknown key"):
+        parse_params(raw)
+
+
+def test_vllm_is_imported_only_when_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    import components.label.run  # noqa: F401 - the whole stage imports without vllm
+
+    assert "vllm" not in sys.modules
+    calls: dict = {}
+
+    class Out:
+        def __init__(self, n: int) -> None:
+            self.prompt_token_ids = list(range(n))
+            self.outputs = [types.SimpleNamespace(text=" hi ", finish_reason="length", token_ids=[1, 2])]
+
+    class FakeLLM:
+        def __init__(self, **kw) -> None:
+            calls["init"] = kw
+
+        def get_tokenizer(self):
+            return types.SimpleNamespace(
+                apply_chat_template=lambda msgs, **kw: "|".join(m["content"] for m in msgs),
+                __call__=None,
+            )
+
+        def generate(self, prompts, params, use_tqdm=False):
+            calls["params"] = params
+            return [Out(len(p["prompt_token_ids"])) for p in prompts]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM = FakeLLM
+    fake.SamplingParams = lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    from components.label.backends import make_backend
+    from components.label.backends.vllm import VLLMBackend
+
+    monkeypatch.setattr(VLLMBackend, "_ids", lambda self, r: [1, 2, 3])
+    b = make_backend(LabelConfig(backend="vllm"), "some/model", None)
+    assert b.engine == "vllm/bf16" and calls["init"]["model"] == "some/model"
+    (c,) = b.generate([Request("k", ({"role": "user", "content": "q"},), 16, 0.7, 0.9, 5)])
+    assert (c.text, c.finish, c.prompt_tokens, c.completion_tokens) == ("hi", "length", 3, 2)
+    assert calls["params"] == [{"temperature": 0.7, "top_p": 0.9, "max_tokens": 16, "seed": 5}]
