@@ -5,7 +5,6 @@ A fresh clone, CI and `make run` reuse the cache; `models/<name>` in the repo is
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 import json
 import os
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from components.atomic import atomic_write_text
+from components.atomic import atomic_write_text, sha256_file
 
 CACHE_ENV = "DESTA_CACHE"
 READY = "desta-source.json"  # written last: its presence marks a complete conversion
@@ -64,14 +63,6 @@ EMBEDDED: tuple[EmbeddedModel, ...] = (
 
 def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "desta")) / "models"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def locate_source(spec: EmbeddedModel) -> tuple[Path, str]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from components.atomic import sha256_file as file_sha256  # noqa: F401  (re-exported for adapters)
 
 AUDIO_EXTS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus"})
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
@@ -46,14 +47,6 @@ def within_root(ref: str, root: Path) -> Path | None:
     candidate = Path(ref)
     resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
     return resolved if resolved.is_relative_to(root) else None
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_hidden(path: Path) -> bool:
