@@ -98,6 +98,12 @@ class LabelConfig(Section):
     retry_temperature: float = Field(0.7, gt=0)  # filtered rows are re-sampled with a derived seed
     # An answer that hits max_new_tokens keeps its complete sentences; False = regenerate it.
     trim_truncated: bool = True
+    # Keep only the sentences that state the voice (gender, pitch, volume, speed) as the seed does;
+    # an attribute instruction's answer must state its attribute (components/label/attributes.py).
+    focus: bool = False
+    # At most this many clips per speaker are labelled (hash order): one dominant voice would
+    # otherwise teach the connector a constant. None = no cap.
+    max_clips_per_speaker: int | None = Field(None, ge=1)
     precision: Literal["bf16", "fp32"] = "bf16"  # hf: bf16 autocast over fp32 weights; vllm: dtype
     threads: int | None = Field(None, ge=1)  # hf: torch threads while generating; None = torch's default
     shard_rows: int = Field(256, ge=1)  # output rows per shard = one independent unit of work
@@ -130,6 +136,9 @@ class ModelConfig(Section):
     qformer_dropout: float = Field(0.1, ge=0, lt=1)
     # Transcript tokens placed after the audio vectors are capped (the official trainer uses 100).
     max_transcript_tokens: int = Field(100, ge=0)
+    # Cross-attention reads only each clip's own encoder positions, not Whisper's 30 s padding.
+    # False = the official connector (reads all 1500); a tiny connector needs True (issue #7).
+    mask_padding: bool = False
     lora: LoraConfig = LoraConfig()
 
     @model_validator(mode="after")

@@ -82,7 +82,7 @@ def label_shards(seeds: str, out: str, params: str | None = None, cache: str | N
             units = plan_units(rows, job)
             get_run_logger().info("%d units (shards) of up to %d rows", len(units), prof.label.shard_rows)
             results = [f.result() for f in label_unit.map(units, job=unmapped(job))]
-            skipped = len(rows) - len(select_seeds(rows, prof.label.splits))
+            _, skipped = select_seeds(rows, prof.label)
             return finalize(job, units, results, time.perf_counter() - t0, skipped)
         finally:
             job.close()

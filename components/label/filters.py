@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from components.label import attributes
+
 # name -> pattern; the name becomes the reason `leak:<name>` in stats and quarantine.
 LEAKS: dict[str, re.Pattern[str]] = {
     "seed_description": re.compile(r"\bseed[\s_-]*descriptions?\b", re.I),
@@ -71,12 +73,20 @@ def check(response: str, finish: str, seed_description: str | None = None) -> st
 
 
 def accept(response: str, finish: str, seed_description: str | None = None,
-           trim_truncated: bool = False) -> tuple[str, str | None, bool]:
+           trim_truncated: bool = False, focus: bool = False,
+           required: str | None = None) -> tuple[str, str | None, bool]:
     """(text to keep, reason or None, trimmed?). With `trim_truncated`, an answer that hit the token
-    limit keeps its complete sentences (checked like any answer); with none finished it is `truncated`."""
+    limit keeps its complete sentences (checked like any answer); with none finished it is `truncated`.
+    With `focus` (and a seed), only the sentences that state the voice as the seed does are kept
+    (attributes.focus; `required` = the attribute the instruction asks about)."""
     trimmed = False
     if finish == "length" and trim_truncated and response.strip():
         kept = trim_to_sentence(response)
         if kept is not None:
             response, finish, trimmed = kept, "stop", True
+    if focus and seed_description and finish != "length":
+        focused, reason = attributes.focus(response, seed_description, required)
+        if reason is not None:
+            return response, reason, trimmed
+        response = focused or response
     return response, check(response, finish, seed_description), trimmed

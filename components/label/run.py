@@ -156,15 +156,31 @@ def prepare_job(out: Path, cfg: LabelConfig, models: ModelsConfig, cache_dir: Pa
     return LabelJob(out, cfg, generator, str(gdir) if gdir else None, pool, cache, backend)
 
 
-def select_seeds(seeds: list[dict[str, Any]], splits: list[str]) -> list[dict[str, Any]]:
-    """Seed rows to label: no `split` field, or a split listed in params."""
-    return [s for s in seeds if s.get("split") is None or s["split"] in splits]
+def select_seeds(seeds: list[dict[str, Any]], cfg: LabelConfig) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Seed rows to label, in input order, and how many were skipped by which rule: `split` (no
+    `split` field, or one listed in params) then `speaker_cap` (at most `max_clips_per_speaker`
+    per speaker, the first ones in a per-(seed, clip) hash order; clips without a speaker are
+    never capped)."""
+    rows = [s for s in seeds if s.get("split") is None or s["split"] in cfg.splits]
+    skipped = {"split": len(seeds) - len(rows), "speaker_cap": 0}
+    if cfg.max_clips_per_speaker is None:
+        return rows, skipped
+    by_speaker: dict[str, list[dict[str, Any]]] = {}
+    for s in rows:
+        if s.get("speaker"):
+            by_speaker.setdefault(s["speaker"], []).append(s)
+    dropped: set[str] = set()
+    for clips in by_speaker.values():
+        ranked = sorted(clips, key=lambda s: hashlib.sha256(f"{cfg.seed}\x00{s['id']}".encode()).hexdigest())
+        dropped |= {s["id"] for s in ranked[cfg.max_clips_per_speaker:]}
+    skipped["speaker_cap"] = len(dropped)
+    return [s for s in rows if s["id"] not in dropped], skipped
 
 
 def plan_units(seeds: list[dict[str, Any]], job: LabelJob) -> list[Unit]:
     """Items in input order (k instructions per clip), cut into units of about `shard_rows` rows."""
     k = job.cfg.instructions_per_clip
-    clips = select_seeds(seeds, job.cfg.splits)
+    clips, _ = select_seeds(seeds, job.cfg)
     per_unit = max(1, job.cfg.shard_rows // k)
     units = []
     for n, start in enumerate(range(0, len(clips), per_unit)):
@@ -230,7 +246,7 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
             for it in pending:
                 c = hits.get(reqs[it.row_id].key) or got[reqs[it.row_id].key]
                 text, reason, trimmed = filters.accept(c.response, c.finish, it.seed["seed_description"],
-                                                       cfg.trim_truncated)
+                                                       cfg.trim_truncated, cfg.focus, it.instruction.requires)
                 if reason is None:
                     accepted[it.row_id] = Cached(text, c.finish, c.prompt_tokens, c.completion_tokens)
                     result.trimmed += trimmed
@@ -286,6 +302,7 @@ def provenance(job: LabelJob, units: list[Unit]) -> dict[str, Any]:
         "decoding": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
                      "retry_temperature": cfg.retry_temperature, "max_retries": cfg.max_retries,
                      "precision": cfg.precision, "trim_truncated": cfg.trim_truncated},
+        "filters": {"focus": cfg.focus, "max_clips_per_speaker": cfg.max_clips_per_speaker},
         "seed": cfg.seed,
         "instructions_per_clip": cfg.instructions_per_clip,
         "splits": cfg.splits,
@@ -304,7 +321,7 @@ def _clean(directory: Path, keep: set[str]) -> None:
 
 
 def finalize(job: LabelJob, units: list[Unit], results: list[UnitResult], wall_seconds: float,
-             skipped_by_split: int = 0) -> dict[str, Any]:
+             skipped: dict[str, int] | None = None) -> dict[str, Any]:
     """After every unit: stale shards go, provenance and stats are written; returns the stats."""
     keep = {f"{u.name}.jsonl" for u in units}
     _clean(job.out / SHARD_DIR, keep)
@@ -312,7 +329,10 @@ def finalize(job: LabelJob, units: list[Unit], results: list[UnitResult], wall_s
     (job.out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     atomic_write_text(job.out / SHARD_DIR / PROVENANCE, json.dumps(provenance(job, units), indent=2) + "\n")
     stats = summarize(results, wall_seconds)
-    stats |= {"clips": sum(1 for u in units for it in u.items if it.index == 0), "clips_skipped_by_split": skipped_by_split,
+    skipped = skipped or {}
+    stats |= {"clips": sum(1 for u in units for it in u.items if it.index == 0),
+              "clips_skipped_by_split": skipped.get("split", 0),
+              "clips_skipped_by_speaker_cap": skipped.get("speaker_cap", 0),
               "units": len(units), "backend": job.cfg.backend, "engine": job.engine,
               "backend_stats": job.backend_stats(), "generator": job.generator.name,
               "generator_digest": job.generator.digest, "self_generated": job.generator.self_generated}
@@ -379,7 +399,7 @@ def label(seeds: list[dict[str, Any]], out: Path, cfg: LabelConfig, models: Mode
                     advance(rows, **{"tok/s": f"{tokens[0] / max(time.perf_counter() - t0, 1e-9):.0f}"})
 
                 results = [run_unit(u, job, on_progress) for u in units]
-            skipped = len(seeds) - len(select_seeds(seeds, cfg.splits))
+            _, skipped = select_seeds(seeds, cfg)
             return finalize(job, units, results, time.perf_counter() - t0, skipped)
         finally:
             job.close()

@@ -26,7 +26,7 @@ from torch import nn
 from components.config import ModelConfig
 from components.label.generator import local_dir  # noqa: F401 -- one resolver for local/hub-cached models
 from components.model import prompt as P
-from components.model.encoder import audio_key, log_mel, tapped_states
+from components.model.encoder import audio_key, log_mel, tapped_states, valid_frames
 from components.model.qformer import Connector
 
 FORMAT = "desta-pipeline/1"
@@ -177,12 +177,13 @@ class DestaModel(nn.Module):
                 out.append(tapped_states(self.encoder, feats, self.spec.model.encoder_layers).to(self.states_dtype))
         return torch.cat(out)
 
-    def connect(self, states: torch.Tensor) -> torch.Tensor:
-        """Tapped states -> (N, prompt_size, llm width) audio vectors."""
+    def connect(self, states: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Tapped states (+ each clip's real encoder positions) -> (N, prompt_size, llm width) vectors.
+        `frames` is used only when the spec says `mask_padding` (the official connector reads all 1500)."""
         if self.precision != "bf16":
             states = states.to(self.connector.proj[1].weight.dtype)
         with self.autocast():
-            return self.connector(states)
+            return self.connector(states, frames if self.spec.model.mask_padding else None)
 
     @torch.no_grad()
     def transcribe(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
@@ -203,18 +204,19 @@ class DestaModel(nn.Module):
                 for t, w in zip(texts, wavs)]
 
     # ---- LLM side -----------------------------------------------------------------------------
-    def embed(self, input_ids: torch.Tensor, audio_mask: torch.Tensor, audio_states: torch.Tensor) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, audio_mask: torch.Tensor, audio_states: torch.Tensor,
+              audio_frames: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings with the audio positions replaced by the connector's vectors."""
-        audio = self.connect(audio_states)
+        audio = self.connect(audio_states, audio_frames)
         embeds = self.llm.get_input_embeddings()(input_ids)
         if int(audio_mask.sum()) != audio.shape[0] * audio.shape[1]:
             raise ValueError(f"{int(audio_mask.sum())} audio positions for {audio.shape[0]} clips x {audio.shape[1]} vectors")
         return embeds.masked_scatter(audio_mask.unsqueeze(-1), audio.to(embeds.dtype))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio_mask: torch.Tensor,
-                audio_states: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+                audio_states: torch.Tensor, labels: torch.Tensor, audio_frames: torch.Tensor | None = None) -> LossOutput:
         """Next-token loss on the labelled (response) positions only; logits only where scored."""
-        embeds = self.embed(input_ids, audio_mask, audio_states)
+        embeds = self.embed(input_ids, audio_mask, audio_states, audio_frames)
         with self.autocast():
             hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
             targets = labels[:, 1:]
@@ -252,7 +254,7 @@ class DestaModel(nn.Module):
 
     def _batches(self, audios: Sequence[Sequence[Any]] | None, messages: Sequence[Sequence[dict]],
                  data_root: str | Path | None, batch_size: int, responses: Sequence[str] | None = None):
-        """Per batch of rows: (collated tensors on the model's device, tapped encoder states)."""
+        """Per batch of rows: (collated tensors on the model's device, tapped encoder states, real frames)."""
         for b in range(0, len(messages), batch_size):
             msgs = messages[b : b + batch_size]
             wavs, texts = self._inputs(None if audios is None else audios[b : b + batch_size], msgs, data_root)
@@ -264,7 +266,7 @@ class DestaModel(nn.Module):
             keys = [audio_key(w) for w in wavs]
             distinct = list(dict.fromkeys(keys))  # the same clip asked several times is encoded once
             states = self.encode([wavs[keys.index(k)] for k in distinct])[[distinct.index(k) for k in keys]]
-            yield {k: v.to(self.device) for k, v in batch.items()}, states.to(self.device)
+            yield {k: v.to(self.device) for k, v in batch.items()}, states.to(self.device), valid_frames(wavs)
 
     @torch.inference_mode()
     def generate(self, audios: Sequence[Sequence[Any]] | None, messages: Sequence[Sequence[dict]], *,
@@ -275,8 +277,8 @@ class DestaModel(nn.Module):
         A clip's transcript comes from its message's `text`, else from Whisper's decoder."""
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
         out: list[str] = []
-        for batch, states in self._batches(audios, messages, data_root, batch_size):
-            embeds = self.embed(batch["input_ids"], batch["audio_mask"], states)
+        for batch, states, frames in self._batches(audios, messages, data_root, batch_size):
+            embeds = self.embed(batch["input_ids"], batch["audio_mask"], states, frames)
             with self.autocast():
                 ids = self.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
                                         max_new_tokens=max_new_tokens, eos_token_id=self._eos_ids(),
@@ -290,8 +292,8 @@ class DestaModel(nn.Module):
                           data_root: str | Path | None = None) -> list[float]:
         """Summed log-probability of each response given its audio + messages (forced-choice scoring)."""
         out: list[float] = []
-        for batch, states in self._batches(audios, messages, data_root, batch_size, responses):
-            out += self(audio_states=states, **batch).row_logprob.tolist()
+        for batch, states, frames in self._batches(audios, messages, data_root, batch_size, responses):
+            out += self(audio_states=states, audio_frames=frames, **batch).row_logprob.tolist()
         return out
 
     def _eos_ids(self) -> list[int]:

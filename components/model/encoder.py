@@ -8,6 +8,7 @@ Whisper always sees a 30 s window (3000 mel frames -> 1500 positions), like the 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -16,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+POSITIONS = 1500  # encoder positions in Whisper's 30 s window
+SAMPLES_PER_POSITION = 320  # 160-sample mel hop x conv stride 2 at 16 kHz
 
 
 def tapped_states(encoder: nn.Module, features: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
@@ -42,6 +46,11 @@ def tapped_states(encoder: nn.Module, features: torch.Tensor, layers: Sequence[i
 def log_mel(feature_extractor, wavs: Sequence[np.ndarray]) -> torch.Tensor:
     """16 kHz clips -> Whisper log-mel features padded to 30 s."""
     return feature_extractor(list(wavs), sampling_rate=16000, return_tensors="pt").input_features
+
+
+def valid_frames(wavs: Sequence[np.ndarray]) -> torch.Tensor:
+    """Encoder positions that hold each 16 kHz clip (50 per second, 320 samples each; 1..1500)."""
+    return torch.tensor([min(POSITIONS, max(1, math.ceil(len(w) / SAMPLES_PER_POSITION))) for w in wavs])
 
 
 def audio_key(wav: np.ndarray) -> str:

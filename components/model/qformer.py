@@ -3,7 +3,9 @@
 Parameter names follow `transformers.BertEncoder` (add_cross_attention) and the official
 `QformerConnector` (`layer_prompts`, `layer_weights`, `qformer.layer.N…`, `proj.0`/`proj.1`), so
 official checkpoints map key for key. Self-attention over the queries is bidirectional (the official
-code calls BertEncoder without a mask), cross-attention reads all encoder frames.
+code calls BertEncoder without a mask), cross-attention reads all encoder frames, or (with
+`frames` given) only each clip's own: Whisper pads every clip to 30 s, so a 2 s clip is 93 %
+padding, and a small connector that averages over it learns one constant (measured, issue #7).
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ class _Attention(nn.Module):
         self.heads, self.dropout = heads, dropout
         self.query, self.key, self.value = (nn.Linear(width, width) for _ in range(3))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, w = x.shape
         split = lambda t: t.view(b, t.shape[1], self.heads, w // self.heads).transpose(1, 2)  # noqa: E731
         q, k, v = split(self.query(x)), split(self.key(context)), split(self.value(context))
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        attn_mask = None if mask is None else mask[:, None, None, :]  # (b, 1, 1, keys): True = attend
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                             dropout_p=self.dropout if self.training else 0.0)
         return out.transpose(1, 2).reshape(b, n, w)
 
 
@@ -56,8 +60,8 @@ class _Block(nn.Module):
         self.self = _Attention(width, heads, dropout)
         self.output = _AddNorm(width, width, dropout)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return self.output(self.self(x, context), x)
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.output(self.self(x, context, mask), x)
 
 
 class _Intermediate(nn.Module):
@@ -77,9 +81,9 @@ class QFormerLayer(nn.Module):
         self.intermediate = _Intermediate(width, ffn)
         self.output = _AddNorm(ffn, width, dropout)
 
-    def forward(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.attention(x, x)
-        x = self.crossattention(x, frames)
+        x = self.crossattention(x, frames, mask)
         return self.output(self.intermediate(x), x)
 
 
@@ -90,9 +94,9 @@ class QFormer(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(QFormerLayer(width, heads, ffn, dropout) for _ in range(layers))
 
-    def forward(self, queries: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, queries: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self.layer:
-            queries = layer(queries, frames)
+            queries = layer(queries, frames, mask)
         return queries
 
 
@@ -132,12 +136,18 @@ class Connector(nn.Module):
         nn.init.normal_(linear.weight, std=target_std / math.sqrt(linear.in_features))
         nn.init.zeros_(linear.bias)
 
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        n, n_layers, frames, width = states.shape
+    def forward(self, states: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """`frames`: each clip's number of real (not padding) encoder positions; None = read all."""
+        mask = None
+        if frames is not None:
+            # Cut the batch to its longest clip (less work) and mask the rest of each row's padding.
+            states = states[:, :, : int(frames.max())]
+            mask = torch.arange(states.shape[2], device=states.device)[None, :] < frames.to(states.device)[:, None]
+        n, n_layers, length, width = states.shape
         # All tapped layers in one Q-Former call: (L*N, P, d) queries over (L*N, frames, d).
         queries = torch.cat([p.expand(n, -1, -1) for p in self.layer_prompts], dim=0)
-        frames_ = states.transpose(0, 1).reshape(n_layers * n, frames, width)
-        out = self.qformer(queries, frames_)
+        frames_ = states.transpose(0, 1).reshape(n_layers * n, length, width)
+        out = self.qformer(queries, frames_, None if mask is None else mask.repeat(n_layers, 1))
         out = out.view(n_layers, n, self.prompt_size, -1).permute(1, 2, 0, 3)  # (N, P, L, d)
         weights = torch.softmax(self.layer_weights.float(), dim=-1).unsqueeze(-1)  # (P, L, 1)
         return self.proj((out * weights.to(out.dtype)).sum(dim=2))

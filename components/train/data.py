@@ -19,7 +19,7 @@ import torch
 
 from components.ingest.shards import _index, read_audio_ref, split_ref
 from components.model import prompt as P
-from components.model.encoder import EncoderCache, audio_key
+from components.model.encoder import EncoderCache, audio_key, valid_frames
 
 ROW_KEYS = ("id", "dataset", "seed_description", "prompt", "response", "messages")
 BUCKET_BATCHES = 64  # micro-batches per length bucket (sorted within, shuffled across)
@@ -168,7 +168,8 @@ class AudioStates:
         self.encode, self.data_root, self.cache = encode, data_root, cache
         self.encoded = 0
 
-    def __call__(self, refs: Sequence[str]) -> torch.Tensor:
+    def __call__(self, refs: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states (N, L, 1500, d), real encoder positions per clip (N,))."""
         wavs = [read_audio_ref(self.data_root, r)[0] for r in refs]
         keys = [audio_key(w) for w in wavs]
         states: list[torch.Tensor | None] = [self.cache.get(k) if self.cache else None for k in keys]
@@ -180,4 +181,4 @@ class AudioStates:
                 states[i] = s
                 if self.cache:
                     self.cache.put(keys[i], s)
-        return torch.stack(states)  # type: ignore[arg-type]
+        return torch.stack(states), valid_frames(wavs)  # type: ignore[arg-type]

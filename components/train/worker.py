@@ -192,8 +192,8 @@ def run(job: dict[str, Any]) -> int:  # noqa: C901 -- one linear training script
             for micro, idx in enumerate(batches):
                 torch.manual_seed(step_seed(cfg.seed, step, micro, rank))
                 batch = {k: v.to(device) for k, v in P.collate([enc.examples[i] for i in idx], model.tokenizer.pad_token_id).items()}
-                states = audio([r for i in idx for r in enc.refs[i]]).to(device)
-                loss = engine(audio_states=states, **batch).loss
+                states, frames = audio([r for i in idx for r in enc.refs[i]])
+                loss = engine(audio_states=states.to(device), audio_frames=frames, **batch).loss
                 bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=device)
                 dist.all_reduce(bad)
                 if bad.item() > 0:

@@ -158,3 +158,24 @@ def test_units_fan_out_like_label(tmp_path: Path, models: ModelsConfig, hf_backe
     stats = finalize(job, units, results, 1.0)
     assert stats["generated"] == 0 and len(units) == 2
     assert shard_bytes(tmp_path / "b") == shard_bytes(tmp_path / "a")
+
+
+def test_focus_keeps_only_right_voice_statements(tmp_path: Path, models: ModelsConfig, hf_backend) -> None:
+    """label.focus on the real generator: every kept speech answer states the voice as its seed does
+    and contradicts none of it; the rest are quarantined with `unfocused` / `missing:<attribute>`."""
+    from components.label.attributes import contradicts, mentions, sentences
+
+    seeds = seed_rows(10)
+    stats = label(seeds, tmp_path / "out", label_cfg(instructions_per_clip=2, focus=True, kinds=None),
+                  models, backend=hf_backend, show_progress=False)
+    rows = read_rows(tmp_path / "out")
+    by_seed = {s["id"]: s for s in seeds}
+    speech = [r for r in rows if by_seed[r["id"].rsplit("-", 1)[0]]["kind"] == "speech"]
+    for row in speech:
+        for sentence in sentences(row["response"]):
+            assert mentions(sentence) and not contradicts(sentence, row["seed_description"]), row
+    reasons = set(stats["quarantined_by_reason"])
+    assert stats["rows_written"] + stats["quarantined"] == 20
+    assert reasons & {"unfocused", "missing:Gender", "missing:Pitch", "missing:Speaking speed", "missing:Volume"}
+    prov = json.loads((tmp_path / "out" / "shards" / PROVENANCE).read_text())
+    assert prov["filters"] == {"focus": True, "max_clips_per_speaker": None}

@@ -274,3 +274,27 @@ def test_transcripts_come_from_whisper_when_missing(tiny: DestaModel, corpus) ->
     norm = lambda s: "".join(c for c in s.lower() if c.isalnum() or c == " ").split()  # noqa: E731
     assert norm(texts[0]) == norm(known)
     assert texts[1] == ""  # Whisper hears no speech in the bell: no transcript, as in training rows
+
+
+def test_padding_mask_reads_only_each_clips_own_frames(corpus, tiny: DestaModel) -> None:
+    """With `mask_padding`, a clip's audio vectors depend only on its real encoder positions (not on
+    Whisper's 30 s padding nor on the other clips of the batch); without it they read all 1500."""
+    from components.model.encoder import valid_frames
+
+    wavs = [_clip(corpus, r) for r in _speech_rows(corpus[1])[:2]]
+    wavs[1] = wavs[1][: len(wavs[1]) // 2]  # two different lengths in one batch
+    frames = valid_frames(wavs)
+    assert frames.tolist() == [-(-len(w) // 320) for w in wavs] and int(frames.max()) < 1500
+    assert valid_frames([np.zeros(0, np.float32), np.zeros(16000 * 40, np.float32)]).tolist() == [1, 1500]
+    states = tiny.encode(wavs).float()
+    conn = tiny.connector.float()
+    noisy = states.clone()
+    for i, n in enumerate(frames.tolist()):
+        noisy[i, :, n:] = torch.randn_like(noisy[i, :, n:])  # garbage where the padding was
+    with torch.no_grad():
+        masked = conn(states, frames)
+        assert torch.allclose(conn(noisy, frames), masked, atol=1e-5)  # padding is not read
+        assert torch.allclose(conn(states[1:], frames[1:]), masked[1:], atol=1e-5)  # batch-independent
+        assert not torch.allclose(conn(noisy), conn(states), atol=1e-3)  # unmasked: padding is read
+        full = torch.full((2,), 1500)
+        assert torch.allclose(conn(states, full), conn(states), atol=1e-5)  # all frames = the official path

@@ -1,0 +1,97 @@
+"""What an answer says about the voice: gender, pitch, volume and speaking speed, sentence by sentence.
+
+A tiny connector learns an attribute only from targets that state it, and states it right
+(DESIGN.md: attribute-dense targets). The labeller is the backbone itself, and a 135M one often
+answers "low, medium and high" or names the wrong level. `focus` keeps the sentences of an
+attribute answer that give the seed's value and contradict nothing else the seed says.
+
+Mentions are local (a level next to its noun: "a very high pitch", "the pace is slow", "speaks
+quickly") so "a high pitch and a very low volume" is one pitch and one volume mention.
+"""
+
+from __future__ import annotations
+
+import re
+
+FOCUS_ATTRIBUTES = ("Gender", "Pitch", "Volume", "Speaking speed")
+
+_GENDER = {
+    "Male": re.compile(r"\b(?:male|man|men|he|his|him|masculine|boy|gentleman)\b", re.I),
+    "Female": re.compile(r"\b(?:female|woman|women|she|her|hers|feminine|girl|lady)\b", re.I),
+}
+_HEDGE = r"(?:(?:quite|rather|fairly|relatively|a bit|somewhat|pretty|slightly)\s+)?"
+_VERB = r"(?:is|was|are|were|sounds?|seems?|feels?|remains?|stays?)\s+(?:\w+\s+){0,2}?"
+_LEVEL = r"(?P<v>(?:very\s+)?(?:low|medium|high))"
+_SPEED = r"(?P<v>(?:very\s+)?(?:slow|medium|fast|quick|rapid))"
+_SPEED_ADV = r"(?P<v>(?:very\s+)?(?:slowly|fast|quickly|rapidly))"
+
+
+def _patterns(value: str, nouns: str) -> list[re.Pattern[str]]:
+    return [
+        re.compile(rf"\b{_HEDGE}{value}[\s-]+(?:{nouns})\b", re.I),
+        re.compile(rf"\b(?:{nouns})\s+(?:level\s+)?{_VERB}{_HEDGE}{value}\b", re.I),
+    ]
+
+
+_MENTIONS: dict[str, list[re.Pattern[str]]] = {
+    "Pitch": _patterns(_LEVEL, r"pitch(?:ed)?|pitch(?:ed)?\s+voice"),
+    "Volume": _patterns(_LEVEL, r"volume|loudness"),
+    "Speaking speed": _patterns(_SPEED, r"(?:speaking\s+|talking\s+)?(?:speed|pace|rate|tempo)")
+    + [re.compile(rf"\b(?:speaks?|speaking|talks?|talking|says?|reads?|delivered|spoken)\s+{_SPEED_ADV}\b", re.I)],
+}
+_CANON = {"quick": "fast", "rapid": "fast", "slowly": "slow", "quickly": "fast", "rapidly": "fast"}
+_SENTENCE = re.compile(r"[^.!?]+(?:[.!?][\"')\]]*|$)")
+_SEED_FIELD = r"\b{}:\s*([A-Za-z ]+?)\s*[,)]"
+
+
+def seed_value(seed_description: str, attribute: str) -> str | None:
+    """The seed description's value of an attribute (e.g. "Very high"), or None."""
+    m = re.search(_SEED_FIELD.format(re.escape(attribute)), seed_description)
+    return m.group(1) if m else None
+
+
+def _normalise(raw: str) -> str:
+    words = raw.lower().split()
+    words[-1] = _CANON.get(words[-1], words[-1])
+    return " ".join(words).capitalize()
+
+
+def mentions(sentence: str) -> dict[str, set[str]]:
+    """Attribute -> values the sentence states (values as in the seed: "Very low", "Fast", "Male")."""
+    out: dict[str, set[str]] = {}
+    for gender, pattern in _GENDER.items():
+        if pattern.search(sentence):
+            out.setdefault("Gender", set()).add(gender)
+    for attribute, patterns in _MENTIONS.items():
+        found = {_normalise(m.group("v")) for p in patterns for m in p.finditer(sentence)}
+        if found:
+            out[attribute] = found
+    return out
+
+
+def contradicts(sentence: str, seed_description: str) -> bool:
+    """True when the sentence states a value of an attribute other than the seed's."""
+    for attribute, values in mentions(sentence).items():
+        want = seed_value(seed_description, attribute)
+        if want is not None and values != {want}:
+            return True
+    return False
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.findall(text) if re.search(r"\w", s)]
+
+
+def focus(response: str, seed_description: str, required: str | None = None) -> tuple[str | None, str | None]:
+    """(kept text, reason). Keeps the sentences that state at least one voice attribute the way
+    the seed does and contradict none of it. `required` (the attribute an instruction asks
+    about) must be among the kept statements. Reasons: `unfocused` (no sentence states the voice
+    right), `missing:<attribute>`. Seeds without voice attributes (sounds) pass unchanged."""
+    if not any(seed_value(seed_description, a) for a in FOCUS_ATTRIBUTES):
+        return response, None
+    kept = [s for s in sentences(response) if mentions(s) and not contradicts(s, seed_description)]
+    if not kept:
+        return None, "unfocused"
+    if required in FOCUS_ATTRIBUTES and not any(required in mentions(s) for s in kept):
+        return None, f"missing:{required}"
+    return " ".join(kept), None

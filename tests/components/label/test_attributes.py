@@ -1,0 +1,91 @@
+"""Attribute mentions and focused targets (components/label/attributes.py), on answers SmolLM2-135M
+actually gave on the embedded corpus."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.config import LabelConfig
+from components.label import attributes, filters
+from components.label.run import select_seeds
+from components.seeds.attributes import LEVELS, SPEEDS
+
+SEED = ("[00:00-00:02] Agent logged in. (Emotion: Neutral, Gender: Female, Pitch: High, Volume: Very high, "
+        "Speaking speed: Slow, Duration: 2s)")
+SOUND = "[00:00-00:01] (Audio category: bell, Duration: 1s)"
+
+
+@pytest.mark.parametrize("sentence, found", [
+    ("She speaks with a very high pitch.", {"Gender": {"Female"}, "Pitch": {"Very high"}}),
+    ("The voice is high-pitched and the volume is very high.", {"Pitch": {"High"}, "Volume": {"Very high"}}),
+    ("A high pitch and a very low volume.", {"Pitch": {"High"}, "Volume": {"Very low"}}),
+    ("The speaking speed is quite fast.", {"Speaking speed": {"Fast"}}),
+    ("The man talks very slowly.", {"Gender": {"Male"}, "Speaking speed": {"Very slow"}}),
+    ("I would say this voice is low, medium, and high in pitch.", {}),
+    ("The pace is rapid.", {"Speaking speed": {"Fast"}}),
+    ("The meeting was moved.", {}),
+])
+def test_mentions_are_local_to_their_noun(sentence: str, found: dict[str, set[str]]) -> None:
+    assert attributes.mentions(sentence) == found
+
+
+def test_mention_values_are_the_seed_vocabulary() -> None:
+    for level in LEVELS:
+        assert attributes.mentions(f"It has a {level.lower()} pitch.")["Pitch"] == {level}
+        assert attributes.mentions(f"The volume is {level.lower()}.")["Volume"] == {level}
+    for speed in SPEEDS:
+        assert attributes.mentions(f"It is spoken at a {speed.lower()} pace.")["Speaking speed"] == {speed}
+
+
+def test_seed_value_reads_the_seed_description() -> None:
+    assert attributes.seed_value(SEED, "Speaking speed") == "Slow"
+    assert attributes.seed_value(SEED, "Volume") == "Very high"
+    assert attributes.seed_value(SOUND, "Pitch") is None
+
+
+@pytest.mark.parametrize("response, required, kept, reason", [
+    # real answers: the wrong-level and off-topic sentences go, the right ones stay
+    ("The voice is a neutral, female voice with a high pitch. The tone is neutral. The instructions are clear.",
+     "Gender", "The voice is a neutral, female voice with a high pitch.", None),
+    ("The voice is high, but the pitch is high. The speaking speed is fast. It lasts 2 seconds.",
+     "Pitch", "The voice is high, but the pitch is high.", None),
+    ("I would say this voice is low, medium, and high in pitch.", "Pitch", None, "unfocused"),
+    ("The voice sounds like a male.", "Gender", None, "unfocused"),
+    ("She has a very high volume. It is a man speaking slowly.", "Volume", "She has a very high volume.", None),
+    ("She speaks with a high pitch.", "Speaking speed", None, "missing:Speaking speed"),
+    ("She speaks with a high pitch and a low volume.", "Pitch", None, "unfocused"),  # one wrong value spoils it
+])
+def test_focus_keeps_only_right_statements(response: str, required: str, kept: str | None, reason: str | None) -> None:
+    assert attributes.focus(response, SEED, required) == (kept, reason)
+
+
+def test_focus_passes_sounds_unchanged() -> None:
+    assert attributes.focus("A bell rings twice.", SOUND, None) == ("A bell rings twice.", None)
+
+
+def test_accept_applies_focus_after_trimming_and_before_leak_checks() -> None:
+    text, reason, trimmed = filters.accept("She talks slowly. The pitch is very", "length", SEED,
+                                           trim_truncated=True, focus=True, required="Speaking speed")
+    assert (text, reason, trimmed) == ("She talks slowly.", None, True)
+    # without focus the same answer is kept whole (the default profile behaviour)
+    assert filters.accept("She talks slowly. Nice.", "stop", SEED)[0] == "She talks slowly. Nice."
+    # a leak in a kept sentence still rejects the answer
+    assert filters.accept("Gender: Female, she talks slowly.", "stop", SEED, focus=True)[1] == "leak:field_label"
+
+
+def _seed(i: int, speaker: str | None, split: str = "train") -> dict:
+    return {"id": f"clip{i:03d}", "speaker": speaker, "split": split}
+
+
+def test_speaker_cap_keeps_a_stable_subset_and_counts_the_rest() -> None:
+    seeds = [_seed(i, "big") for i in range(40)] + [_seed(100 + i, "small") for i in range(3)] \
+        + [_seed(200, None), _seed(201, "big", "test")]
+    rows, skipped = select_seeds(seeds, LabelConfig(max_clips_per_speaker=5))
+    assert skipped == {"split": 1, "speaker_cap": 35}
+    assert sum(r["speaker"] == "big" for r in rows) == 5 and sum(r["speaker"] == "small" for r in rows) == 3
+    assert any(r["speaker"] is None for r in rows)  # no speaker: never capped
+    assert [r["id"] for r in rows] == [s["id"] for s in seeds if s in rows]  # input order kept
+    # a new clip of a capped speaker displaces at most one old clip
+    again, _ = select_seeds(seeds + [_seed(300, "big")], LabelConfig(max_clips_per_speaker=5))
+    assert len({r["id"] for r in rows} - {r["id"] for r in again}) <= 1
+    assert select_seeds(seeds, LabelConfig())[1] == {"split": 1, "speaker_cap": 0}
