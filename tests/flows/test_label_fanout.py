@@ -59,7 +59,7 @@ def test_units_fan_out_on_threads_and_match_sequential_label(tmp_path: Path, pre
     apply_overrides(params, [
         "profile=tiny", f"tiny.models.llm={embedded_models['smollm2-135m-instruct']}",
         "tiny.label.shard_rows=2", "tiny.label.batch_size=2", "tiny.label.max_new_tokens=8",
-        "tiny.label.threads=1", "tiny.label.max_retries=0",
+        "tiny.label.threads=1", "tiny.label.max_retries=0", "tiny.label.instructions_per_clip=1",
     ])
     seeds = write_jsonl(tmp_path / "seeds.jsonl", seed_rows(8))
     flow = label_shards.with_options(task_runner=make_task_runner(settings()))

@@ -56,6 +56,8 @@ def micro_overrides(corpus: Path) -> list[str]:
         "tiny.label.batch_size=16",
         "tiny.label.max_new_tokens=24",
         "tiny.label.max_retries=0",
+        "tiny.label.instructions_per_clip=1",
+        "tiny.label.focus=false",  # 24-token answers on a few clips: keep whole answers so train has rows
         "tiny.train.max_steps=4",
         "tiny.train.batch_size=4",
         "tiny.train.warmup_steps=1",

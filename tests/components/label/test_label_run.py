@@ -138,7 +138,8 @@ def test_cli_reads_a_seeds_dir(tmp_path: Path, repo: Path, llm_dir: Path) -> Non
                                    "--params", str(params), "--no-track", "--no-progress"])
     assert res.exit_code == 0, res.output
     stats = json.loads(res.stdout.strip().splitlines()[-1])
-    assert stats["clips"] == 3 and stats["rows_written"] + stats["quarantined"] == 3
+    per_clip = raw["tiny"]["label"]["instructions_per_clip"]
+    assert stats["clips"] == 3 and stats["rows_written"] + stats["quarantined"] == 3 * per_clip
 
 
 def test_units_fan_out_like_label(tmp_path: Path, models: ModelsConfig, hf_backend) -> None:
