@@ -15,7 +15,8 @@ import re
 
 FOCUS_ATTRIBUTES = ("Gender", "Pitch", "Volume", "Speaking speed")
 
-_GENDER = {
+# Words that commit an answer to one gender.
+GENDER_WORDS = {
     "Male": re.compile(r"\b(?:male|man|men|he|his|him|masculine|boy|gentleman)\b", re.I),
     "Female": re.compile(r"\b(?:female|woman|women|she|her|hers|feminine|girl|lady)\b", re.I),
 }
@@ -40,7 +41,8 @@ _MENTIONS: dict[str, list[re.Pattern[str]]] = {
     + [re.compile(rf"\b(?:speaks?|speaking|talks?|talking|says?|reads?|delivered|spoken)\s+{_SPEED_ADV}\b", re.I)],
 }
 _CANON = {"quick": "fast", "rapid": "fast", "slowly": "slow", "quickly": "fast", "rapidly": "fast"}
-_SENTENCE = re.compile(r"[^.!?]+(?:[.!?][\"')\]]*|$)")
+# A sentence end: . ! or ? (optionally closed by a quote or bracket) before whitespace or the end.
+SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 _SEED_FIELD = r"\b{}:\s*([A-Za-z ]+?)\s*[,)]"
 
 
@@ -59,7 +61,7 @@ def _normalise(raw: str) -> str:
 def mentions(sentence: str) -> dict[str, set[str]]:
     """Attribute -> values the sentence states (values as in the seed: "Very low", "Fast", "Male")."""
     out: dict[str, set[str]] = {}
-    for gender, pattern in _GENDER.items():
+    for gender, pattern in GENDER_WORDS.items():
         if pattern.search(sentence):
             out.setdefault("Gender", set()).add(gender)
     for attribute, patterns in _MENTIONS.items():
@@ -69,17 +71,23 @@ def mentions(sentence: str) -> dict[str, set[str]]:
     return out
 
 
+def _seed_values(seed_description: str) -> dict[str, str]:
+    return {a: v for a in FOCUS_ATTRIBUTES if (v := seed_value(seed_description, a)) is not None}
+
+
+def _agrees(said: dict[str, set[str]], seed: dict[str, str]) -> bool:
+    return all(values == {seed[a]} for a, values in said.items() if a in seed)
+
+
 def contradicts(sentence: str, seed_description: str) -> bool:
     """True when the sentence states a value of an attribute other than the seed's."""
-    for attribute, values in mentions(sentence).items():
-        want = seed_value(seed_description, attribute)
-        if want is not None and values != {want}:
-            return True
-    return False
+    return not _agrees(mentions(sentence), _seed_values(seed_description))
 
 
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.findall(text) if re.search(r"\w", s)]
+    """The text cut after every sentence end (an unfinished tail is a sentence too)."""
+    cuts = [0] + [m.end() for m in SENTENCE_END.finditer(text)] + [len(text)]
+    return [s for a, b in zip(cuts, cuts[1:]) if re.search(r"\w", s := text[a:b].strip())]
 
 
 def focus(response: str, seed_description: str, required: str | None = None) -> tuple[str | None, str | None]:
@@ -87,11 +95,12 @@ def focus(response: str, seed_description: str, required: str | None = None) -> 
     the seed does and contradict none of it. `required` (the attribute an instruction asks
     about) must be among the kept statements. Reasons: `unfocused` (no sentence states the voice
     right), `missing:<attribute>`. Seeds without voice attributes (sounds) pass unchanged."""
-    if not any(seed_value(seed_description, a) for a in FOCUS_ATTRIBUTES):
+    seed = _seed_values(seed_description)
+    if not seed:
         return response, None
-    kept = [s for s in sentences(response) if mentions(s) and not contradicts(s, seed_description)]
+    kept = [(s, said) for s in sentences(response) if (said := mentions(s)) and _agrees(said, seed)]
     if not kept:
         return None, "unfocused"
-    if required in FOCUS_ATTRIBUTES and not any(required in mentions(s) for s in kept):
+    if required in FOCUS_ATTRIBUTES and not any(required in said for _, said in kept):
         return None, f"missing:{required}"
-    return " ".join(kept), None
+    return " ".join(s for s, _ in kept), None

@@ -29,19 +29,9 @@ LEAKS: dict[str, re.Pattern[str]] = {
     "instruction_echo": re.compile(r"^\s*(?:Instruction|What you hear in the clip)\s*:", re.I | re.M),
 }
 
-# Words that commit an answer to one gender; the other gender's words are a contradiction.
-_GENDER_WORDS = {
-    "Male": re.compile(r"\b(?:male|man|men|he|his|him|masculine|boy|gentleman)\b", re.I),
-    "Female": re.compile(r"\b(?:female|woman|women|she|her|hers|feminine|girl|lady)\b", re.I),
-}
-_SEED_GENDER = re.compile(r"\bGender:\s*(Male|Female)\b")
-# A sentence end: . ! or ? (optionally closed by a quote or bracket) before whitespace or the end.
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
-
-
 def trim_to_sentence(text: str) -> str | None:
     """The text up to its last complete sentence, or None when no sentence was finished."""
-    ends = list(_SENTENCE_END.finditer(text))
+    ends = list(attributes.SENTENCE_END.finditer(text))
     if not ends:
         return None
     kept = text[: ends[-1].end()].strip()
@@ -49,12 +39,12 @@ def trim_to_sentence(text: str) -> str | None:
 
 
 def contradiction(response: str, seed_description: str) -> str | None:
-    """`Gender` when the answer names the other gender than the seed's, else None."""
-    m = _SEED_GENDER.search(seed_description)
-    if not m:
+    """`Gender` when the answer names the other gender than the seed's (anywhere), else None."""
+    gender = attributes.seed_value(seed_description, "Gender")
+    if gender not in attributes.GENDER_WORDS:
         return None
-    other = "Female" if m.group(1) == "Male" else "Male"
-    return "Gender" if _GENDER_WORDS[other].search(response) else None
+    other = "Female" if gender == "Male" else "Male"
+    return "Gender" if attributes.GENDER_WORDS[other].search(response) else None
 
 
 def check(response: str, finish: str, seed_description: str | None = None) -> str | None:

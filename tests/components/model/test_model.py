@@ -286,8 +286,8 @@ def test_padding_mask_reads_only_each_clips_own_frames(corpus, tiny: DestaModel)
     frames = valid_frames(wavs)
     assert frames.tolist() == [-(-len(w) // 320) for w in wavs] and int(frames.max()) < 1500
     assert valid_frames([np.zeros(0, np.float32), np.zeros(16000 * 40, np.float32)]).tolist() == [1, 1500]
-    states = tiny.encode(wavs).float()
-    conn = tiny.connector.float()
+    conn = tiny.connector  # trainable weights are fp32
+    states = tiny.encode(wavs).to(conn.proj[1].weight.dtype)
     noisy = states.clone()
     for i, n in enumerate(frames.tolist()):
         noisy[i, :, n:] = torch.randn_like(noisy[i, :, n:])  # garbage where the padding was
@@ -298,3 +298,7 @@ def test_padding_mask_reads_only_each_clips_own_frames(corpus, tiny: DestaModel)
         assert not torch.allclose(conn(noisy), conn(states), atol=1e-3)  # unmasked: padding is read
         full = torch.full((2,), 1500)
         assert torch.allclose(conn(states, full), conn(states), atol=1e-5)  # all frames = the official path
+    # the model passes the frames on because the tiny profile sets mask_padding
+    assert tiny.spec.model.mask_padding
+    with torch.no_grad():
+        assert torch.allclose(tiny.connect(noisy, frames).float(), tiny.connect(states, frames).float(), atol=1e-2)
