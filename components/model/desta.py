@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -121,7 +121,7 @@ class DestaModel(nn.Module):
         self.connector = Connector(
             n_layers=len(cfg.encoder_layers), width=enc_cfg.d_model, llm_width=embed.embedding_dim,
             prompt_size=cfg.prompt_size, heads=cfg.qformer_heads, qformer_layers=cfg.qformer_layers,
-            ffn=cfg.qformer_intermediate, dropout=cfg.qformer_dropout,
+            ffn=cfg.qformer_intermediate, dropout=cfg.qformer_dropout, normalize=cfg.normalize_states,
         )
         self.connector.scale_output_to(float(embed.weight.detach().float().std()))
         for name, p in self.named_parameters():
@@ -184,6 +184,29 @@ class DestaModel(nn.Module):
             states = states.to(self.connector.proj[1].weight.dtype)
         with self.autocast():
             return self.connector(states, frames if self.spec.model.mask_padding else None)
+
+    @torch.no_grad()
+    def fit_state_stats(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> int:
+        """Set the connector's input standardisation from (states, real frames) batches: the mean and
+        std of each tapped feature over the positions the connector reads. Returns the clips seen."""
+        total = sq = None
+        count, clips = 0, 0
+        for states, frames in batches:
+            x = states.double()  # (N, L, T, d); float64 sums: millions of positions on big corpora
+            if self.spec.model.mask_padding:
+                keep = torch.arange(x.shape[2])[None, :] < frames[:, None]  # (N, T)
+                x = x.transpose(1, 2)[keep]  # (positions, L, d)
+            else:
+                x = x.transpose(1, 2).reshape(-1, x.shape[1], x.shape[3])
+            total = x.sum(0) if total is None else total + x.sum(0)
+            sq = (x * x).sum(0) if sq is None else sq + (x * x).sum(0)
+            count, clips = count + x.shape[0], clips + states.shape[0]
+        if not count:
+            raise ValueError("no encoder states to compute the connector's input statistics from")
+        mean = total / count
+        std = (sq / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-3)  # a dead feature stays finite
+        self.connector.set_state_stats(mean.float(), std.float())
+        return clips
 
     @torch.no_grad()
     def transcribe(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
@@ -304,8 +327,14 @@ class DestaModel(nn.Module):
         return sorted(i for i in ids if i is not None)
 
     # ---- persistence --------------------------------------------------------------------------
+    def _stat_buffers(self) -> dict[str, torch.Tensor]:
+        """The connector's input statistics: not trained, but part of the saved model."""
+        return {n: b for n, b in self.named_buffers() if n.startswith("connector.state_")}
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().cpu().contiguous() for n, p in self.named_parameters() if p.requires_grad}
+        """What `save_pretrained` writes: the trainable weights and the connector's input statistics."""
+        state = {n: p.detach().cpu().contiguous() for n, p in self.named_parameters() if p.requires_grad}
+        return state | {n: b.detach().cpu().float().contiguous() for n, b in self._stat_buffers().items()}
 
     def frozen_digest(self) -> str:
         """sha256 over every frozen weight (Whisper too when detached): equal before and after training."""
@@ -362,14 +391,15 @@ class DestaModel(nn.Module):
         return model
 
     def load_trainable(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-        """Load exactly the trainable weights; a missing or unexpected key is an error naming it."""
-        expected = {n for n, p in self.named_parameters() if p.requires_grad}
+        """Load exactly the trainable weights (+ input statistics); a missing or unexpected key is an error naming it."""
+        buffers = self._stat_buffers()
+        expected = {n for n, p in self.named_parameters() if p.requires_grad} | set(buffers)
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
             raise ValueError(f"{source}: trainable weights do not match the model "
                              f"(missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
                              f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''})")
-        params = dict(self.named_parameters())
+        params = dict(self.named_parameters()) | buffers
         with torch.no_grad():
             for name, value in state.items():
                 if params[name].shape != value.shape:

@@ -6,6 +6,8 @@ official checkpoints map key for key. Self-attention over the queries is bidirec
 code calls BertEncoder without a mask), cross-attention reads all encoder frames, or (with
 `frames` given) only each clip's own: Whisper pads every clip to 30 s, so a 2 s clip is 93 %
 padding, and a small connector that averages over it learns one constant (measured, issue #7).
+With `normalize` the connector first standardises each tapped feature by statistics of training
+clips (buffers `state_mean`/`state_std`, saved with the weights; identity until set).
 """
 
 from __future__ import annotations
@@ -108,9 +110,12 @@ class Connector(nn.Module):
     """
 
     def __init__(self, n_layers: int, width: int, llm_width: int, prompt_size: int, heads: int,
-                 qformer_layers: int, ffn: int, dropout: float) -> None:
+                 qformer_layers: int, ffn: int, dropout: float, normalize: bool = False) -> None:
         super().__init__()
-        self.prompt_size = prompt_size
+        self.prompt_size, self.normalize = prompt_size, normalize
+        if normalize:
+            self.register_buffer("state_mean", torch.zeros(n_layers, width))
+            self.register_buffer("state_std", torch.ones(n_layers, width))
         self.layer_prompts = nn.ParameterList(
             nn.Parameter(torch.randn(1, prompt_size, width)) for _ in range(n_layers)
         )
@@ -136,6 +141,18 @@ class Connector(nn.Module):
         nn.init.normal_(linear.weight, std=target_std / math.sqrt(linear.in_features))
         nn.init.zeros_(linear.bias)
 
+    @torch.no_grad()
+    def set_state_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per tapped layer and feature (L, d): the standardisation applied to every input."""
+        if not self.normalize:
+            raise ValueError("this connector was built without normalize (model.normalize_states)")
+        if mean.shape != self.state_mean.shape or std.shape != self.state_std.shape:
+            raise ValueError(f"state stats of shape {tuple(mean.shape)}/{tuple(std.shape)}, want {tuple(self.state_mean.shape)}")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("state stats must be finite with std > 0")
+        self.state_mean.copy_(mean)
+        self.state_std.copy_(std)
+
     def forward(self, states: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         """`frames`: each clip's number of real (not padding) encoder positions; None = read all."""
         mask = None
@@ -143,6 +160,9 @@ class Connector(nn.Module):
             # Cut the batch to its longest clip (less work) and mask the rest of each row's padding.
             states = states[:, :, : int(frames.max())]
             mask = torch.arange(states.shape[2], device=states.device)[None, :] < frames.to(states.device)[:, None]
+        if self.normalize:
+            mean, std = self.state_mean[None, :, None, :], self.state_std[None, :, None, :]
+            states = ((states.float() - mean) / std).to(states.dtype)
         n, n_layers, length, width = states.shape
         # All tapped layers in one Q-Former call: (L*N, P, d) queries over (L*N, frames, d).
         queries = torch.cat([p.expand(n, -1, -1) for p in self.layer_prompts], dim=0)

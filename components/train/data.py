@@ -156,6 +156,13 @@ class Plan:
         return step_batches[rank * self.accum : (rank + 1) * self.accum]
 
 
+def sample_refs(refs: Sequence[Sequence[str]], n: int) -> list[str]:
+    """Up to n distinct clips of the rows, in hash order: the same sample on every rank and run,
+    spread over the corpus rather than its first shard."""
+    distinct = {r for rs in refs for r in rs}
+    return sorted(distinct, key=lambda r: hashlib.sha256(r.encode()).hexdigest())[:n]
+
+
 def total_steps(steps_per_epoch: int, epochs: int, max_steps: int | None) -> int:
     total = steps_per_epoch * epochs
     return min(total, max_steps) if max_steps else total

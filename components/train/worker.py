@@ -144,6 +144,15 @@ def run(job: dict[str, Any]) -> int:  # noqa: C901 -- one linear training script
             f"{len(rows) - enc.skipped} usable rows make no full optimizer step of "
             f"{cfg.batch_size} per rank x {world} ranks x {cfg.grad_accum} accumulation")
 
+    cache = None
+    if job.get("encoder_cache"):
+        cache = EncoderCache(Path(job["encoder_cache"]), job["whisper_digest"], prof.model.encoder_layers, model.states_dtype)
+    audio = D.AudioStates(model.encode, data_root, cache)
+    if prof.model.normalize_states:  # every rank computes the same statistics from the same clips
+        picked = D.sample_refs([r for ex, r in zip(enc.examples, enc.refs) if ex], prof.model.state_stats_clips)
+        clips = model.fit_state_stats(audio(picked[i : i + 8]) for i in range(0, len(picked), 8))
+        phase(f"connector input statistics from {clips} training clips")
+
     if stage == 3:  # queries are read directly in Connector.forward, not through a submodule call
         for p in model.connector.layer_prompts:
             deepspeed.zero.register_external_parameter(model.connector, p)
@@ -167,10 +176,6 @@ def run(job: dict[str, Any]) -> int:  # noqa: C901 -- one linear training script
         history = [h for h in map(json.loads, history_path.read_text().splitlines()) if h["step"] <= start]
         history_path.write_text("".join(json.dumps(h) + "\n" for h in history))
 
-    cache = None
-    if job.get("encoder_cache"):
-        cache = EncoderCache(Path(job["encoder_cache"]), job["whisper_digest"], prof.model.encoder_layers, model.states_dtype)
-    audio = D.AudioStates(model.encode, data_root, cache)
     samples_per_step = cfg.batch_size * cfg.grad_accum * world
     t_start = time.perf_counter()
 

@@ -242,6 +242,8 @@ def test_save_load_gives_identical_generations(tmp_path: Path, tiny: DestaModel,
     with torch.no_grad():  # move away from the init so a silent non-load would show
         for p in tiny.connector.parameters():
             p.add_(0.01 * torch.randn_like(p))
+        stats = {k: v.clone() for k, v in tiny._stat_buffers().items()}
+        tiny.connector.set_state_stats(torch.randn_like(tiny.connector.state_mean), 1 + torch.rand_like(tiny.connector.state_std))
     tiny.eval()
     msgs = [r["messages"] for r in rows[:4]]
     before = tiny.generate(None, msgs, max_new_tokens=12, data_root=root)
@@ -251,7 +253,7 @@ def test_save_load_gives_identical_generations(tmp_path: Path, tiny: DestaModel,
     from safetensors.torch import load_file
 
     keys = set(load_file(str(out / "model.safetensors")))
-    assert keys == {n for n, p in tiny.named_parameters() if p.requires_grad}
+    assert keys == {n for n, p in tiny.named_parameters() if p.requires_grad} | {"connector.state_mean", "connector.state_std"}
     assert all(k.startswith("connector.") for k in keys)
     config = json.loads((out / "config.json").read_text())
     assert (config["whisper"], config["llm"]) == (tiny.spec.whisper, tiny.spec.llm)
@@ -261,6 +263,14 @@ def test_save_load_gives_identical_generations(tmp_path: Path, tiny: DestaModel,
     assert loaded.generate(None, msgs, max_new_tokens=12, data_root=root) == before
     assert loaded.response_logprobs(None, msgs, [r["response"] for r in rows[:4]], data_root=root) == logp_before
     assert loaded.frozen_digest() == tiny.frozen_digest()
+    assert torch.equal(loaded.connector.state_std, tiny.connector.state_std)
+    state = load_file(str(out / "model.safetensors"))
+    del state["connector.state_std"]
+    with pytest.raises(ValueError, match="missing.*connector.state_std"):
+        loaded.load_trainable(state)
+    with torch.no_grad():
+        for name, value in stats.items():  # the session fixture back at identity statistics
+            tiny.get_buffer(name).copy_(value)
 
 
 def test_transcripts_come_from_whisper_when_missing(tiny: DestaModel, corpus) -> None:
@@ -302,3 +312,49 @@ def test_padding_mask_reads_only_each_clips_own_frames(corpus, tiny: DestaModel)
     assert tiny.spec.model.mask_padding
     with torch.no_grad():
         assert torch.allclose(tiny.connect(noisy, frames).float(), tiny.connect(states, frames).float(), atol=1e-2)
+
+
+def test_state_stats_standardise_the_connector_input(corpus, tiny: DestaModel) -> None:
+    """`normalize_states`: statistics over the positions the connector reads (not the padding),
+    applied to every input."""
+    from components.model.encoder import valid_frames
+    from components.model.qformer import Connector
+
+    wavs = [_clip(corpus, r) for r in _speech_rows(corpus[1])[:3]]
+    frames = valid_frames(wavs)
+    states = tiny.encode(wavs)
+    real = torch.cat([states[i, :, : int(n)].float() for i, n in enumerate(frames)], dim=1)  # (L, positions, d)
+
+    conn = tiny.connector
+    saved = {k: v.clone() for k, v in tiny._stat_buffers().items()}
+    assert torch.equal(saved["connector.state_mean"], torch.zeros_like(saved["connector.state_mean"]))  # identity until fitted
+    try:
+        noisy = states.clone()
+        for i, n in enumerate(frames.tolist()):
+            noisy[i, :, n:] = 100 * torch.randn_like(noisy[i, :, n:])
+        assert tiny.fit_state_stats([(noisy[:2], frames[:2]), (noisy[2:], frames[2:])]) == 3  # padding not counted
+        assert torch.allclose(conn.state_mean, real.mean(1), atol=1e-3, rtol=1e-3)
+        assert torch.allclose(conn.state_std, real.std(1, unbiased=False), atol=1e-3, rtol=1e-3)
+        # the connector on raw states == an identity-stats connector on states standardised by hand
+        plain = Connector(2, conn.state_mean.shape[1], conn.proj[1].out_features, conn.prompt_size,
+                          tiny.spec.model.qformer_heads, tiny.spec.model.qformer_layers,
+                          tiny.spec.model.qformer_intermediate, 0.0)
+        plain.load_state_dict({k: v for k, v in conn.state_dict().items() if not k.startswith("state_")})
+        plain.eval()
+        x = states.float()
+        by_hand = (x - conn.state_mean[None, :, None]) / conn.state_std[None, :, None]
+        with torch.no_grad():
+            assert torch.allclose(conn(x, frames), plain(by_hand, frames), atol=1e-4)
+            assert not torch.allclose(conn(x, frames), plain(x, frames), atol=1e-2)
+        with pytest.raises(ValueError, match="std > 0"):
+            conn.set_state_stats(conn.state_mean, torch.zeros_like(conn.state_std))
+        with pytest.raises(ValueError, match="shape"):
+            conn.set_state_stats(conn.state_mean[:1], conn.state_std[:1])
+        with pytest.raises(ValueError, match="normalize_states"):
+            plain.set_state_stats(conn.state_mean, conn.state_std)
+        with pytest.raises(ValueError, match="no encoder states"):
+            tiny.fit_state_stats([])
+    finally:
+        with torch.no_grad():
+            for name, value in saved.items():
+                tiny.get_buffer(name).copy_(value)

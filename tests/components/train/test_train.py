@@ -79,8 +79,8 @@ def fresh_model(repo: Path, embedded_models):
                 update={"lora": prof.model.lora.model_copy(update={"enabled": True, "r": lora_r})})
             model = DestaModel.from_backbones(DestaSpec(prof.models.whisper, prof.models.llm, cfg), with_decoder=False)
             model.detach_whisper()
-            seen[lora_r] = {"frozen": model.frozen_digest(),
-                            "trainable": {n for n, p in model.named_parameters() if p.requires_grad}}
+            seen[lora_r] = {"frozen": model.frozen_digest(),  # what the export holds: weights + input statistics
+                            "trainable": set(model.trainable_state_dict())}
         return seen[lora_r]
 
     return build
@@ -95,7 +95,8 @@ def reference(repo: Path, corpus, encoder_cache: Path, tmp_path_factory: pytest.
     t0 = time.perf_counter()
     res = run_cli(cli(params, rows, work / "out", encoder_cache), work)
     assert res.returncode == 0, res.stderr[-3000:]
-    return {"work": work, "out": work / "out", "seconds": time.perf_counter() - t0, "stderr": res.stderr}
+    return {"work": work, "out": work / "out", "seconds": time.perf_counter() - t0, "stderr": res.stderr,
+            "stdout": res.stdout, "rows": rows}
 
 
 # ---- the batch plan, configs, launcher line, data errors (no ranks started) ----------------------
@@ -192,7 +193,13 @@ def test_training_learns_exports_trainable_only_and_tracks(reference, fresh_mode
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["zero_stage"] == 2 and metrics["steps"] == STEPS
     assert metrics["frozen_sha256"] == fresh_model()["frozen"]  # backbones bit-identical after training
-    assert set(load_file(str(out / "model" / "model.safetensors"))) == fresh_model()["trainable"]
+    exported = load_file(str(out / "model" / "model.safetensors"))
+    assert set(exported) == fresh_model()["trainable"]
+    # the connector's input statistics were fitted on the training clips (identity = not fitted)
+    rows = [json.loads(x) for x in reference["rows"].read_text().splitlines()]
+    clips = {a["audio"] for r in rows for m in r["messages"] for a in m.get("audios", [])}
+    assert f"connector input statistics from {min(len(clips), 64)} training clips" in reference["stdout"]
+    assert not torch.equal(exported["connector.state_std"], torch.ones_like(exported["connector.state_std"]))
     assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-00000008", "step-00000012"]
 
     client = MlflowClient(f"sqlite:///{reference['work'] / 'mlflow.db'}")
@@ -239,6 +246,10 @@ def test_killed_run_resumes_and_continues_the_curve(repo: Path, corpus, encoder_
         assert abs(a["loss"] - b["loss"]) <= 0.02 * max(1.0, abs(b["loss"])), (a["step"], a["loss"], b["loss"])
         assert a["lr"] == pytest.approx(b["lr"])
     assert json.loads((out / "checkpoints" / "run.json").read_text())["mlflow_run_id"] == run_id  # same MLflow run
+    from safetensors.torch import load_file
+
+    resumed, straight = (load_file(str(o / "model" / "model.safetensors")) for o in (out, reference["out"]))
+    assert torch.equal(resumed["connector.state_mean"], straight["connector.state_mean"])  # same clips, same statistics
 
     from mlflow.tracking import MlflowClient
 
