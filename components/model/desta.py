@@ -194,7 +194,7 @@ class DestaModel(nn.Module):
         for states, frames in batches:
             x = states.double()  # (N, L, T, d); float64 sums: millions of positions on big corpora
             if self.spec.model.mask_padding:
-                keep = torch.arange(x.shape[2])[None, :] < frames[:, None]  # (N, T)
+                keep = torch.arange(x.shape[2], device=x.device)[None, :] < frames.to(x.device)[:, None]  # (N, T)
                 x = x.transpose(1, 2)[keep]  # (positions, L, d)
             else:
                 x = x.transpose(1, 2).reshape(-1, x.shape[1], x.shape[3])
