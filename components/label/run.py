@@ -28,6 +28,7 @@ from filelock import FileLock, Timeout
 from components.atomic import atomic_write_text
 from components.config import LabelConfig, ModelsConfig
 from components.label import filters, template
+from components.label.attributes import seed_value
 from components.label.backends import Backend, Request, engine_tag, make_backend
 from components.label.cache import Cached, ResponseCache, cache_key
 from components.label.generator import Generator, local_dir, resolve_generator
@@ -79,6 +80,9 @@ class UnitResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     generate_seconds: float = 0.0
+    # Kept rows per asked attribute value ("Gender=Female"): a labeller that favours one answer
+    # (SmolLM2 picks the first option of "male or female?") shows up here as a skew (#7).
+    rows_by_asked_value: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -259,6 +263,9 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
         cache.close()
     rows = [aqa_row(it.seed, it.index, it.instruction.text, accepted[it.row_id].response)
             for it in unit.items if it.row_id in accepted]
+    asked = Counter(f"{it.instruction.requires}={seed_value(it.seed['seed_description'], it.instruction.requires)}"
+                    for it in unit.items if it.row_id in accepted and it.instruction.requires)
+    result.rows_by_asked_value = dict(sorted(asked.items()))
     quarantine = []
     for it in pending:
         reason = history[it.row_id][-1]["reason"]
@@ -344,10 +351,12 @@ def summarize(results: list[UnitResult], wall_seconds: float) -> dict[str, Any]:
     """Totals over units: rows, cache hits, generated, filtered by reason, tokens, rates."""
     filt: Counter[str] = Counter()
     quar: Counter[str] = Counter()
+    asked: Counter[str] = Counter()
     by_attempt: list[int] = []
     for r in results:
         filt.update(r.filtered_by_reason)
         quar.update(r.quarantined_by_reason)
+        asked.update(r.rows_by_asked_value)
         for i, n in enumerate(r.generated_by_attempt):
             by_attempt += [0] * (i + 1 - len(by_attempt))
             by_attempt[i] += n
@@ -366,6 +375,7 @@ def summarize(results: list[UnitResult], wall_seconds: float) -> dict[str, Any]:
         "quarantined": sum(quar.values()),
         "quarantined_by_reason": dict(sorted(quar.items())),
         "trimmed": sum(r.trimmed for r in results),
+        "rows_by_asked_value": dict(sorted(asked.items())),
         "prompt_tokens": sum(r.prompt_tokens for r in results),
         "completion_tokens": ctoks,
         "tokens": sum(r.prompt_tokens for r in results) + ctoks,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 import components.label.run as run_mod
 from components.config import ModelsConfig
+from components.label.attributes import seed_value
 from components.label.generator import GeneratorMismatchWarning
+from components.label.pool import load_pool
 from components.label.rows import ROW_KEYS, read_seed_rows
 from components.label.run import PROVENANCE, QUARANTINE_DIR, STATS, label
 from tests.components.label.helpers import label_cfg, read_rows, seed_rows, shard_bytes, write_jsonl
@@ -180,3 +183,16 @@ def test_focus_keeps_only_right_voice_statements(tmp_path: Path, models: ModelsC
     assert reasons & {"unfocused", "missing:Gender", "missing:Pitch", "missing:Speaking speed", "missing:Volume"}
     prov = json.loads((tmp_path / "out" / "shards" / PROVENANCE).read_text())
     assert prov["filters"] == {"focus": True, "max_clips_per_speaker": None}
+
+
+
+def test_stats_count_kept_rows_per_asked_value(tmp_path: Path, models: ModelsConfig, hf_backend) -> None:
+    """A labeller that favours one answer must show in stats: kept rows per asked attribute value."""
+    seeds = [s for s in seed_rows(10) if s["kind"] == "speech"]
+    stats = label(seeds, tmp_path / "out", label_cfg(instructions_per_clip=2, focus=True, kinds=["brief"]),
+                  models, backend=hf_backend, show_progress=False)
+    rows = read_rows(tmp_path / "out")
+    requires = {i.text: i.requires for i in load_pool().instructions}
+    asked = Counter(f"{requires[r['prompt']]}={seed_value(r['seed_description'], requires[r['prompt']])}" for r in rows)
+    assert rows and stats["rows_by_asked_value"] == dict(asked)
+    assert json.loads((tmp_path / "out" / STATS).read_text())["rows_by_asked_value"] == dict(asked)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 from collections import Counter
@@ -221,3 +222,23 @@ def test_vllm_is_imported_only_when_chosen(monkeypatch: pytest.MonkeyPatch) -> N
     (c,) = b.generate([Request("k", ({"role": "user", "content": "q"},), 16, 0.7, 0.9, 5)])
     assert (c.text, c.finish, c.prompt_tokens, c.completion_tokens) == ("hi", "length", 3, 2)
     assert calls["params"] == [{"temperature": 0.7, "top_p": 0.9, "max_tokens": 16, "seed": 5}]
+
+
+def test_brief_questions_ask_one_attribute_without_an_option_order() -> None:
+    """`brief`: short questions on one voice attribute (dense targets for a small connector), each
+    requiring its seed field so that focus demands the answer state it. SmolLM2 answers "X or Y?"
+    with X whatever the seed says (30/30 "male" for female seeds, measured), so brief questions
+    name no options, and the pool's "male or female" questions name each gender first equally often."""
+    pool = load_pool().instructions
+    brief = [i for i in pool if i.kind == "brief"]
+    assert {i.requires for i in brief} == {"Gender", "Pitch", "Speaking speed"} and all(i.audio == "speech" for i in brief)
+    assert not [i.text for i in brief if " or " in i.text]
+    first = Counter(m.group(1) for i in pool if i.requires == "Gender"
+                    for m in [re.search(r"\b(male|female|man|woman)\b.*\bor\b", i.text.lower())] if m)
+    assert first["male"] + first["man"] == first["female"] + first["woman"] > 0
+    row = seed_rows(1)[0]
+    no_gender = {**row, "seed_description": row["seed_description"].replace("Gender:", "Sex:")}
+    asked = lambda r: {i.requires for i in eligible(restrict(load_pool(), ["brief"]), r)}  # noqa: E731
+    assert "Gender" in asked(row) and "Gender" not in asked(no_gender)
+    assert filters.accept("The speaker is a female.", "stop", FEMALE, focus=True, required="Gender")[1] is None
+    assert filters.accept("The voice is male.", "stop", FEMALE, focus=True, required="Gender")[1] == "unfocused"
