@@ -37,7 +37,16 @@ ESPEAK_PITCH = [10, 30, 50, 70, 90]
 ESPEAK_WPM = [90, 125, 165, 210, 260]
 # Target speech RMS level (dBFS) per volume level.
 VOLUME_DBFS = [-44.0, -36.0, -28.0, -20.0, -13.0]
-VOICES = {"Male": ["m1", "m2", "m3", "m4", "m5"], "Female": ["f1", "f2", "f3", "f4", "f5"]}
+# espeak-ng voice variants by gender, cut into GROUPS groups. Several voices per group: a model
+# trained on one voice per gender learns those voices, not gender, and a held-out voice pair is a coin
+# toss (#7). Near-duplicate variants (steph2/3, linda = belinda, Hugo = Henrique, Lee = Andy) are left out
+# so that no voice is heard on both sides of the split under another name.
+VOICES = {
+    "Male": [["m1", "m6", "Andy"], ["m2", "m7", "Denis"], ["m3", "m8", "Diogo"],
+             ["m4", "Henrique", "Marco"], ["m5", "antonio", "michel"]],
+    "Female": [["f1", "Alicia", "grandma"], ["f2", "Andrea", "steph"], ["f3", "Annie", "aunty"],
+               ["f4", "anika"], ["f5", "belinda"]],
+}
 
 CARD = """# Corpus card
 
@@ -74,14 +83,15 @@ def _sentences() -> list[str]:
     return [s.strip() for s in SENTENCES.read_text().splitlines() if s.strip() and not s.startswith("#")]
 
 
-GROUPS = 5  # voice/sentence groups: a group's sentences are spoken only by its own two voices
+GROUPS = 5  # voice/sentence groups: a group's sentences are spoken only by its own voices
 
 
 def _espeak_plan(settings: EspeakSettings) -> list[dict]:
     """Deterministic per-clip settings: voice, levels, sentence, noise.
 
-    Sentences and voices come in GROUPS disjoint groups (one male + one female voice each), so a
-    held-out split by speaker and by text can take whole groups without wasting any clip.
+    Sentences and voices come in GROUPS disjoint groups (2-3 voices per gender each), so a held-out
+    split by speaker and by text can take whole groups without wasting any clip. A sentence's repeats
+    go to the group's next voice.
     """
     rng = random.Random(settings.seed)
     sentences = _sentences()
@@ -89,13 +99,15 @@ def _espeak_plan(settings: EspeakSettings) -> list[dict]:
     plan = []
     for i in range(settings.espeak_clips):
         gender = "Male" if i % 2 == 0 else "Female"
-        s = (i // 2) % len(sentences)  # each sentence is spoken once by each voice of its group
+        s = (i // 2) % len(sentences)
         group = min(s // per_group, GROUPS - 1)
+        voices = VOICES[gender][group]
+        voice = voices[(s + (i // 2) // len(sentences)) % len(voices)]
         noisy = rng.random() < settings.noise_fraction
         plan.append(
             {
                 "name": f"espeak-{i:05d}",
-                "voice": VOICES[gender][group],
+                "voice": voice,
                 "gender": gender,
                 "group": group,
                 "pitch": rng.randrange(5),

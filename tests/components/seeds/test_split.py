@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from components.seeds.split import TEST, TRAIN, _norm, assign_splits
-from components.ingest.embedded import EspeakSettings, _espeak_plan
+from components.ingest.embedded import VOICES, EspeakSettings, _espeak_plan
 
 
 def _rows() -> list[dict]:
@@ -42,3 +42,38 @@ def test_split_is_deterministic_and_order_free() -> None:
     assert a == b
     c = dict(zip((r["id"] for r in rows), assign_splits(rows, 0.2, seed=1)))
     assert c != a
+
+
+def test_espeak_groups_hold_several_voices_per_gender() -> None:
+    """Each held-out group brings 2+ unseen voices per gender, and no voice is in two groups (a model
+    trained on one voice per gender learns those voices, not gender)."""
+    plan = _espeak_plan(EspeakSettings(espeak_clips=300))
+    groups: dict[int, dict[str, set[str]]] = {}
+    for item in plan:
+        groups.setdefault(item["group"], {}).setdefault(item["gender"], set()).add(item["voice"])
+    assert len(groups) == 5
+    assert all(len(g["Male"]) >= 2 and len(g["Female"]) >= 2 for g in groups.values())
+    voices = [v for g in groups.values() for vs in g.values() for v in vs]
+    assert len(voices) == len(set(voices)) == sum(len(vs) for by_group in VOICES.values() for vs in by_group)
+
+
+def test_every_espeak_voice_speaks_with_its_gender() -> None:
+    """Real espeak-ng: every variant exists, and at the same pitch setting each female voice is higher
+    than each male voice (median F0)."""
+    import subprocess
+    import tempfile
+
+    import soundfile as sf
+    import torch
+    import torchaudio
+
+    def f0(voice: str) -> float:
+        with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+            subprocess.run(["espeak-ng", "-v", f"en-us+{voice}", "-p", "50", "-w", f.name,
+                            "The library closes early today."], check=True, capture_output=True)
+            wav, sr = sf.read(f.name, dtype="float32")
+        return float(torchaudio.functional.detect_pitch_frequency(torch.from_numpy(wav), sr).median())
+
+    male = [f0(v) for group in VOICES["Male"] for v in group]
+    female = [f0(v) for group in VOICES["Female"] for v in group]
+    assert max(male) < min(female), (male, female)
