@@ -28,6 +28,7 @@ from components.label.generator import local_dir  # noqa: F401 -- one resolver f
 from components.model import prompt as P
 from components.model.encoder import audio_key, log_mel, tapped_states, valid_frames
 from components.model.qformer import Connector
+from components.precision import resolve as resolve_precision
 
 FORMAT = "desta-pipeline/1"
 CONFIG_FILE = "config.json"
@@ -130,7 +131,10 @@ class DestaModel(nn.Module):
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def from_backbones(cls, spec: DestaSpec, precision: str = "bf16", with_decoder: bool = True) -> DestaModel:
+    def from_backbones(cls, spec: DestaSpec, precision: str = "bf16", with_decoder: bool = True,
+                       device: str = "cpu") -> DestaModel:
+        """The untrained model; `precision` as it runs on `device` (bf16 falls back to fp32 on CPUs without it)."""
+        precision = resolve_precision(precision, device)
         return cls(spec, *load_backbones(spec.whisper, spec.llm, precision, with_decoder), precision=precision)
 
     @property

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from components.precision import resolve as resolve_precision
+
 
 class Transcriber:
     """Greedy Whisper decoding in batches (clips sorted by length so batches decode alike)."""
@@ -18,8 +20,9 @@ class Transcriber:
         self.processor = WhisperProcessor.from_pretrained(model_dir)
         self.model = WhisperForConditionalGeneration.from_pretrained(model_dir).eval()
         self.batch_size = batch_size
-        # bf16 autocast: ~1.5x faster on AMX CPUs; features stay fp32 (the extractor needs numpy).
-        self.bf16 = bf16
+        # bf16 autocast: ~1.5x faster on AMX CPUs, emulated (far slower) on AVX2-only ones;
+        # features stay fp32 (the extractor needs numpy).
+        self.bf16 = bf16 and resolve_precision("bf16") == "bf16"
 
     def __call__(self, clips: Sequence[np.ndarray], on_batch: Callable[[int], None] | None = None) -> list[str]:
         order = sorted(range(len(clips)), key=lambda i: len(clips[i]))

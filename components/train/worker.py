@@ -127,7 +127,8 @@ def run(job: dict[str, Any]) -> int:  # noqa: C901 -- one linear training script
     stage = zero_stage(job["deepspeed"])
 
     torch.manual_seed(cfg.seed)  # identical connector init on every rank (ZeRO-3 partitions local copies)
-    model = DestaModel.from_backbones(DestaSpec.from_profile(prof), cfg.precision, with_decoder=False)
+    model = DestaModel.from_backbones(DestaSpec.from_profile(prof), cfg.precision, with_decoder=False,
+                                      device=device.type)
     model.detach_whisper()
     model.whisper.to(device)
     model.to(device)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from components.config import LabelConfig
 from components.label.backends.base import Backend, Completion, Request
+from components.precision import resolve as resolve_precision
 
 __all__ = ["Backend", "Completion", "Request", "engine_tag", "make_backend"]
 
 
 def engine_tag(cfg: LabelConfig) -> str:
     """The backend's numerics tag (in every cache key), known without loading the backend."""
-    return "openai" if cfg.backend == "openai" else f"{cfg.backend}/{cfg.precision}"
+    if cfg.backend == "openai":
+        return "openai"
+    return f"hf/{resolve_precision(cfg.precision)}" if cfg.backend == "hf" else f"{cfg.backend}/{cfg.precision}"
 
 
 def make_backend(cfg: LabelConfig, model: str, model_dir: str | None) -> Backend:

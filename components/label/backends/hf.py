@@ -1,6 +1,6 @@
 """transformers backend (the embedded default): left-padded batches, bf16 where it helps.
 
-On these CPUs bf16 matmuls run ~9x faster than fp32 (AMX). Measured on SmolLM2-135M, 2 cores:
+On AMX CPUs bf16 matmuls run ~9x faster than fp32 (on AVX2-only ones bf16 is emulated: fp32 runs, components/precision.py). Measured on SmolLM2-135M, 2 cores:
 fp32 weights under bf16 autocast decode ~3x faster than plain fp32, while a bf16 *copy* of the
 weights is slower than fp32 (non-matmul ops fall onto slow bf16 kernels) - so "bf16" here means
 autocast. Batching is what lifts tokens/s further (batch 1 -> 32: ~8x). Sampling (retries) uses a per-row
@@ -16,6 +16,7 @@ import torch
 from transformers import LogitsProcessor
 
 from components.label.backends.base import Completion, Request
+from components.precision import resolve as resolve_precision
 
 
 
@@ -54,6 +55,7 @@ class HFBackend:
     def __init__(self, model_dir: str | Path, precision: str = "bf16", threads: int | None = None) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        precision = resolve_precision(precision)
         self.engine = f"hf/{precision}"
         self.stats: dict[str, int] = {}
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))

@@ -358,3 +358,13 @@ def test_state_stats_standardise_the_connector_input(corpus, tiny: DestaModel) -
         with torch.no_grad():
             for name, value in saved.items():
                 tiny.get_buffer(name).copy_(value)
+
+
+def test_model_runs_the_precision_this_cpu_supports(tiny):
+    """bf16 (the default) on a CPU without native bf16 builds an fp32 model: no emulated bf16 anywhere."""
+    from components.precision import resolve
+
+    want = resolve("bf16")
+    assert tiny.precision == want
+    assert next(tiny.llm.parameters()).dtype == (torch.bfloat16 if want == "bf16" else torch.float32)
+    assert tiny.states_dtype == next(tiny.llm.parameters()).dtype
