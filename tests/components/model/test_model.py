@@ -78,7 +78,7 @@ def test_forward_scores_only_response_tokens(tiny: DestaModel, corpus) -> None:
     rows = corpus[1][:3]
     texts = [[r["messages"][1]["audios"][0]["text"]] for r in rows]
     states = tiny.encode([_clip(corpus, r) for r in rows])
-    assert states.shape == (3, 2, 1500, 384) and states.dtype == torch.bfloat16
+    assert states.shape == (3, 2, 1500, 384) and states.dtype == tiny.states_dtype  # bf16 where the CPU has it
     enc = [P.encode(tiny.tokenizer, r["messages"], t, 16, response=r["response"]) for r, t in zip(rows, texts)]
     batch = P.collate(enc, tiny.tokenizer.pad_token_id)
     tiny.eval()
@@ -117,12 +117,12 @@ def test_encoder_taps_are_hidden_state_indices(tiny: DestaModel) -> None:
 def test_encoder_cache_roundtrip(tmp_path: Path, tiny: DestaModel, corpus) -> None:
     wav = _clip(corpus, corpus[1][0])
     states = tiny.encode([wav])[0]
-    cache = EncoderCache(tmp_path, "a" * 64, [2, 4], torch.bfloat16)
+    cache = EncoderCache(tmp_path, "a" * 64, [2, 4], tiny.states_dtype)
     key = audio_key(wav)
     assert cache.get(key) is None
     cache.put(key, states)
     assert torch.equal(cache.get(key), states) and (cache.hits, cache.misses) == (1, 1)
-    other = EncoderCache(tmp_path, "b" * 64, [2, 4], torch.bfloat16)  # another encoder never reads it
+    other = EncoderCache(tmp_path, "b" * 64, [2, 4], tiny.states_dtype)  # another encoder never reads it
     assert other.get(key) is None
 
 
