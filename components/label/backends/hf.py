@@ -1,6 +1,7 @@
 """transformers backend (the embedded default): left-padded batches, bf16 where it helps.
 
-On AMX CPUs bf16 matmuls run ~9x faster than fp32 (on AVX2-only ones bf16 is emulated: fp32 runs, components/precision.py). Measured on SmolLM2-135M, 2 cores:
+On AMX CPUs bf16 matmuls run ~9x faster than fp32 (AVX2-only CPUs emulate bf16, so fp32 runs there:
+components/precision.py). Measured on SmolLM2-135M, 2 cores, AMX:
 fp32 weights under bf16 autocast decode ~3x faster than plain fp32, while a bf16 *copy* of the
 weights is slower than fp32 (non-matmul ops fall onto slow bf16 kernels) - so "bf16" here means
 autocast. Batching is what lifts tokens/s further (batch 1 -> 32: ~8x). Sampling (retries) uses a per-row
