@@ -1,8 +1,10 @@
 """Precision resolution: bf16 runs only where the CPU has native bf16 kernels."""
 
 import logging
+import re
+from pathlib import Path
 
-import torch
+import pytest
 
 from components import precision
 
@@ -24,5 +26,11 @@ def test_bf16_on_cpu_follows_the_hardware(monkeypatch, caplog):
     assert sum("running fp32" in r.message for r in caplog.records) == 1  # warned once per process
 
 
-def test_this_cpu_is_read_from_onednn():
-    assert precision.cpu_has_bf16() == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads the CPU flags from Linux /proc/cpuinfo")
+def test_this_cpu_matches_its_instruction_set():
+    """Checked against the kernel's CPU flags, not torch: oneDNN has native bf16 kernels with AVX512
+    (core: BW, VL, DQ) or AMX-BF16, and emulates bf16 on anything less (AVX2)."""
+    flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+    native = {"avx512bw", "avx512vl", "avx512dq"} <= flags or "amx_bf16" in flags
+    assert precision.cpu_has_bf16() == native
+    assert precision.resolve("bf16") == ("bf16" if native else "fp32")

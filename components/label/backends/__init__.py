@@ -13,7 +13,8 @@ def engine_tag(cfg: LabelConfig) -> str:
     """The backend's numerics tag (in every cache key), known without loading the backend."""
     if cfg.backend == "openai":
         return "openai"
-    return f"hf/{resolve_precision(cfg.precision)}" if cfg.backend == "hf" else f"{cfg.backend}/{cfg.precision}"
+    device = "cuda" if cfg.backend == "vllm" else "cpu"  # vllm runs on GPUs; hf here on the CPU
+    return f"{cfg.backend}/{resolve_precision(cfg.precision, device)}"
 
 
 def make_backend(cfg: LabelConfig, model: str, model_dir: str | None) -> Backend:
