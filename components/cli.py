@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+# Prefect gives its temporary server 20 s to start; on a busy 2-core CI machine it took longer. Read when
+# prefect is imported, so it is set here, before any command imports it.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 ParamsOpt = typer.Option(None, "--params", help="params.yaml to use (default: ./params.yaml or $DESTA_PARAMS).")
 
 # Stages whose implementation lands in a later issue. Each says so and exits non-zero.
@@ -264,7 +268,6 @@ def retrain(
 
 def _retrain(overrides: list[str], push: bool, always_flow: bool) -> dict:
     """The flow's result, or the no-op fast path's; every failure becomes a clear one-line error."""
-    import os
 
     from flows.dvc import DvcError
     from flows.noop import finish_noop, up_to_date
@@ -309,8 +312,6 @@ def _run_url(result: dict) -> str:
 
 def _use_stack() -> bool:
     """Export the client env of a running local stack (./.stack or $DESTA_STACK_DIR) unless one is already set."""
-    import os
-
     from components.stack import client_env, load, status
     from components.stack.state import config_of
 
