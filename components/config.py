@@ -104,6 +104,9 @@ class LabelConfig(Section):
     # At most this many clips per speaker are labelled (hash order): one dominant voice would
     # otherwise teach the connector a constant. None = no cap.
     max_clips_per_speaker: int | None = Field(None, ge=1)
+    # Each kept answer to a gender/pitch/speed/volume question also becomes a choice-format row whose
+    # response is the option it states, options shuffled (components/label/choices.py, #7).
+    choice_rows: bool = False
     precision: Literal["bf16", "fp32"] = "bf16"  # hf: bf16 autocast over fp32 weights; vllm: dtype
     threads: int | None = Field(None, ge=1)  # hf: torch threads while generating; None = torch's default
     shard_rows: int = Field(256, ge=1)  # output rows per shard = one independent unit of work

@@ -44,7 +44,9 @@ def build_mcq(seeds: Iterable[dict[str, Any]], n_distractors: int = 3) -> list[d
         if seed["kind"] == "speech":
             for name, (question, choices, difficulty) in QUESTIONS.items():
                 if attrs.get(name) in choices:
-                    items.append((name, question, list(choices), attrs[name], difficulty))
+                    order = list(choices)
+                    _rng(seed["id"], name, "order").shuffle(order)  # as MMAU: position tells nothing
+                    items.append((name, question, order, attrs[name], difficulty))
             text = seed.get("transcript")
             others = [t for t in transcripts if t != text]
             if text and len(others) >= n_distractors:

@@ -31,6 +31,7 @@ from components.label import filters, template
 from components.label.attributes import seed_value
 from components.label.backends import Backend, Request, engine_tag, make_backend
 from components.label.cache import Cached, ResponseCache, cache_key
+from components.label.choices import choice_row
 from components.label.generator import Generator, local_dir, resolve_generator
 from components.label.pool import DEFAULT_POOL, Instruction, Pool, draw, load_pool, restrict
 from components.label.rows import aqa_row, dumps_rows, row_id
@@ -83,6 +84,7 @@ class UnitResult:
     # Kept rows per asked attribute value ("Gender=Female"): a labeller that favours one answer
     # (SmolLM2 picks the first option of "male or female?") shows up here as a skew (#7).
     rows_by_asked_value: dict[str, int] = field(default_factory=dict)
+    choice_rows: int = 0  # of `rows`: choice-format copies (label.choice_rows)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,8 +263,14 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
             pending = still
     finally:
         cache.close()
-    rows = [aqa_row(it.seed, it.index, it.instruction.text, accepted[it.row_id].response)
-            for it in unit.items if it.row_id in accepted]
+    rows = []
+    for it in unit.items:
+        if it.row_id in accepted:
+            rows.append(aqa_row(it.seed, it.index, it.instruction.text, accepted[it.row_id].response))
+            if cfg.choice_rows and (extra := choice_row(it.seed, it.index, it.instruction.requires,
+                                                        rows[-1]["response"])) is not None:
+                rows.append(extra)
+                result.choice_rows += 1
     asked = Counter(f"{it.instruction.requires}={seed_value(it.seed['seed_description'], it.instruction.requires)}"
                     for it in unit.items if it.row_id in accepted and it.instruction.requires)
     result.rows_by_asked_value = dict(sorted(asked.items()))
@@ -309,7 +317,8 @@ def provenance(job: LabelJob, units: list[Unit]) -> dict[str, Any]:
         "decoding": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
                      "retry_temperature": cfg.retry_temperature, "max_retries": cfg.max_retries,
                      "precision": cfg.precision, "trim_truncated": cfg.trim_truncated},
-        "filters": {"focus": cfg.focus, "max_clips_per_speaker": cfg.max_clips_per_speaker},
+        "filters": {"focus": cfg.focus, "max_clips_per_speaker": cfg.max_clips_per_speaker,
+                    "choice_rows": cfg.choice_rows},
         "seed": cfg.seed,
         "instructions_per_clip": cfg.instructions_per_clip,
         "splits": cfg.splits,
@@ -375,6 +384,7 @@ def summarize(results: list[UnitResult], wall_seconds: float) -> dict[str, Any]:
         "quarantined": sum(quar.values()),
         "quarantined_by_reason": dict(sorted(quar.items())),
         "trimmed": sum(r.trimmed for r in results),
+        "choice_rows": sum(r.choice_rows for r in results),
         "rows_by_asked_value": dict(sorted(asked.items())),
         "prompt_tokens": sum(r.prompt_tokens for r in results),
         "completion_tokens": ctoks,

@@ -17,6 +17,7 @@ import torch
 from components.config import ModelsConfig, load_profile
 from components.label.backends.hf import HFBackend
 from components.label.cache import CACHE_FILE
+from components.label.choices import SUFFIX
 from components.label.run import label, plan_units, prepare_job
 from components.label.template import generator_messages
 from tests.components.label.helpers import seed_rows
@@ -138,8 +139,11 @@ def test_incremental_run_cost(tmp_path: Path, repo: Path, embedded_models: dict[
 
     full_rows, inc_rows = rows(tmp_path / "full"), rows(tmp_path / "inc")
     new_ids = {s["id"] for s in seeds[-n_new:]}
-    old_diff = sum(inc_rows.get(k) != v for k, v in full_rows.items() if k.rsplit("-", 1)[0] not in new_ids)
-    new_diff = sum(inc_rows.get(k) != v for k, v in full_rows.items() if k.rsplit("-", 1)[0] in new_ids)
+    def clip(row_id: str) -> str:
+        return row_id.removesuffix(SUFFIX).rsplit("-", 1)[0]
+
+    old_diff = sum(inc_rows.get(k) != v for k, v in full_rows.items() if clip(k) not in new_ids)
+    new_diff = sum(inc_rows.get(k) != v for k, v in full_rows.items() if clip(k) in new_ids)
     figures = {
         "clips": len(seeds), "new_clips": n_new, "seed_source": source, "cache_entries_dropped": dropped,
         "full": {k: full[k] for k in ("wall_seconds", "generated", "generated_by_attempt", "rows_written",

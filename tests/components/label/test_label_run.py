@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 import components.label.run as run_mod
 from components.config import ModelsConfig
 from components.label.attributes import seed_value
+from components.label.choices import CHOICES, SUFFIX
 from components.label.generator import GeneratorMismatchWarning
 from components.label.pool import load_pool
 from components.label.rows import ROW_KEYS, read_seed_rows
@@ -142,7 +143,8 @@ def test_cli_reads_a_seeds_dir(tmp_path: Path, repo: Path, llm_dir: Path) -> Non
     assert res.exit_code == 0, res.output
     stats = json.loads(res.stdout.strip().splitlines()[-1])
     per_clip = raw["tiny"]["label"]["instructions_per_clip"]
-    assert stats["clips"] == 3 and stats["rows_written"] + stats["quarantined"] == 3 * per_clip
+    # rows_written counts the choice-format copies too (tiny: label.choice_rows)
+    assert stats["clips"] == 3 and stats["rows_written"] - stats["choice_rows"] + stats["quarantined"] == 3 * per_clip
 
 
 def test_units_fan_out_like_label(tmp_path: Path, models: ModelsConfig, hf_backend) -> None:
@@ -182,17 +184,34 @@ def test_focus_keeps_only_right_voice_statements(tmp_path: Path, models: ModelsC
     assert stats["rows_written"] + stats["quarantined"] == 20
     assert reasons & {"unfocused", "missing:Gender", "missing:Pitch", "missing:Speaking speed", "missing:Volume"}
     prov = json.loads((tmp_path / "out" / "shards" / PROVENANCE).read_text())
-    assert prov["filters"] == {"focus": True, "max_clips_per_speaker": None}
+    assert prov["filters"] == {"focus": True, "max_clips_per_speaker": None, "choice_rows": False}
 
 
 
 def test_stats_count_kept_rows_per_asked_value(tmp_path: Path, models: ModelsConfig, hf_backend) -> None:
     """A labeller that favours one answer must show in stats: kept rows per asked attribute value."""
     seeds = [s for s in seed_rows(10) if s["kind"] == "speech"]
-    stats = label(seeds, tmp_path / "out", label_cfg(instructions_per_clip=2, focus=True, kinds=["brief"]),
-                  models, backend=hf_backend, show_progress=False)
+    cfg = label_cfg(instructions_per_clip=2, focus=True, kinds=["brief"])
+    stats = label(seeds, tmp_path / "out", cfg, models, cache_dir=tmp_path / "cache", backend=hf_backend,
+                  show_progress=False)
     rows = read_rows(tmp_path / "out")
     requires = {i.text: i.requires for i in load_pool().instructions}
     asked = Counter(f"{requires[r['prompt']]}={seed_value(r['seed_description'], requires[r['prompt']])}" for r in rows)
     assert rows and stats["rows_by_asked_value"] == dict(asked)
     assert json.loads((tmp_path / "out" / STATS).read_text())["rows_by_asked_value"] == dict(asked)
+
+    # label.choice_rows: the same answers (cache hits), each followed by its choice-format copy whose
+    # response is the seed's value, among options named in the prompt.
+    both = label(seeds, tmp_path / "choices", cfg.model_copy(update={"choice_rows": True}), models,
+                 cache_dir=tmp_path / "cache", backend=hf_backend, show_progress=False)
+    with_choices = read_rows(tmp_path / "choices")
+    plain = [r for r in with_choices if not r["id"].endswith(SUFFIX)]
+    copies = [(prev, r) for prev, r in zip(with_choices, with_choices[1:]) if r["id"].endswith(SUFFIX)]
+    assert plain == rows and both["generated"] == 0
+    assert copies and both["choice_rows"] == len(copies) == len(with_choices) - len(rows)
+    assert both["rows_by_asked_value"] == stats["rows_by_asked_value"]
+    for prev, r in copies:
+        attribute = requires[prev["prompt"]]
+        assert r["id"] == prev["id"] + SUFFIX and r["messages"][1]["audios"] == prev["messages"][1]["audios"]
+        assert r["response"] == seed_value(r["seed_description"], attribute)
+        assert all(option in r["prompt"] for option in CHOICES[attribute])

@@ -1,0 +1,53 @@
+"""Choice-format copies of attribute rows: the stated option, shuffled options, nothing made up."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from components.evaluate.mcq import MCQ_SUFFIX
+from components.label.choices import CHOICES, QUESTIONS, SUFFIX, choice_row, stated_option
+from components.label.rows import ROW_KEYS
+
+
+def _seed(i: int) -> dict:
+    return {"id": f"clip{i}", "dataset": "d", "audio": f"a/{i}.flac", "transcript": "hello there",
+            "seed_description": "(Gender: Female, Pitch: High, Speaking speed: Slow)", "kind": "speech"}
+
+
+@pytest.mark.parametrize(("response", "attribute", "option"), [
+    ("The speaker is a woman.", "Gender", "Female"),
+    ("He sounds calm.", "Gender", "Male"),
+    ("The voice has a very high pitch.", "Pitch", "Very high"),
+    ("She speaks slowly.", "Speaking speed", "Slow"),
+    ("The volume is low.", "Volume", "Low"),
+    ("The man and the woman talk.", "Gender", None),  # both genders: no single option
+    ("A high pitch, then a low pitch.", "Pitch", None),
+    ("It is a calm recording.", "Gender", None),  # not stated
+    ("The speaker is a woman.", "Emotion", None),  # no option list for this attribute
+])
+def test_stated_option(response: str, attribute: str, option: str | None) -> None:
+    assert stated_option(response, attribute) == option
+
+
+def test_choice_row_is_an_aqa_row_with_the_stated_option() -> None:
+    row = choice_row(_seed(1), 2, "Gender", "The speaker is a woman.")
+    assert row is not None and tuple(row) == ROW_KEYS
+    assert row["id"] == "clip1-2" + SUFFIX and row["response"] == "Female"
+    question, rest = row["prompt"].split(" Choices: ")
+    assert question in QUESTIONS["Gender"] and rest.endswith(MCQ_SUFFIX)
+    assert sorted(rest.removesuffix(MCQ_SUFFIX).strip(". ").split(", ")) == sorted(CHOICES["Gender"])
+    assert row["messages"][1]["audios"] == [{"audio": "a/1.flac", "text": "hello there"}]
+    assert choice_row(_seed(1), 2, "Gender", "The speaker is a woman.") == row  # deterministic
+    assert choice_row(_seed(1), 2, None, "The speaker is a woman.") is None
+    assert choice_row(_seed(1), 2, "Gender", "A calm voice.") is None
+
+
+def test_option_order_is_shuffled_per_row() -> None:
+    """Position must tell the model nothing: each option comes first about equally often."""
+    firsts = Counter()
+    for i in range(400):
+        row = choice_row(_seed(i), 0, "Gender", "She is talking.")
+        firsts[row["prompt"].split(" Choices: ")[1].split(",")[0]] += 1
+    assert set(firsts) == {"Male", "Female"} and min(firsts.values()) > 160
