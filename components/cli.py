@@ -268,7 +268,6 @@ def retrain(
 
 def _retrain(overrides: list[str], push: bool, always_flow: bool) -> dict:
     """The flow's result, or the no-op fast path's; every failure becomes a clear one-line error."""
-
     from flows.dvc import DvcError
     from flows.noop import finish_noop, up_to_date
     from flows.services import ServiceUnavailable, check_prefect

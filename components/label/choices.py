@@ -6,8 +6,8 @@ to the evaluation's choice questions even on its training clips. And the labelle
 choice questions itself: SmolLM2 picks the first option whatever the seed says. So a kept answer to
 an attribute question ("The speaker is a woman.") gets a second row: a choice question about the
 same attribute, the options in a per-row random order, and as response the option that answer
-states ("Female"). Nothing new is claimed: the focus filter has already checked the answer against
-the seed. Off in the paper profiles (the paper trains on open answers only).
+states ("Female"), only when that is the seed's value too (as `label.focus` ensures), so nothing new
+is claimed. Off in the paper profiles (the paper trains on open answers only).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import random
 from typing import Any
 
 from components.evaluate.mcq import mcq_prompt
-from components.label.attributes import mentions
+from components.label.attributes import mentions, seed_value
 from components.label.rows import aqa_row
 from components.seeds.attributes import LEVELS, SPEEDS
 
@@ -42,9 +42,10 @@ def stated_option(response: str, attribute: str) -> str | None:
 
 
 def choice_row(seed: dict[str, Any], index: int, attribute: str | None, response: str) -> dict[str, Any] | None:
-    """The choice-format copy of a kept row about `attribute`, or None when it has no single option."""
+    """The choice-format copy of a kept row about `attribute`, or None when the answer states no single
+    option or one that is not the seed's."""
     option = stated_option(response, attribute) if attribute in CHOICES else None
-    if option is None:
+    if option is None or option != seed_value(seed["seed_description"], attribute):
         return None
     rng = random.Random(hashlib.sha256(f"{seed['id']}\x00{index}\x00choice".encode()).hexdigest())
     choices = list(CHOICES[attribute])

@@ -42,6 +42,8 @@ def test_choice_row_is_an_aqa_row_with_the_stated_option() -> None:
     assert choice_row(_seed(1), 2, "Gender", "The speaker is a woman.") == row  # deterministic
     assert choice_row(_seed(1), 2, None, "The speaker is a woman.") is None
     assert choice_row(_seed(1), 2, "Gender", "A calm voice.") is None
+    assert choice_row(_seed(1), 2, "Gender", "He sounds calm.") is None  # not the seed's value (focus off)
+    assert choice_row(_seed(1), 2, "Pitch", "The voice has a high pitch.")["response"] == "High"
 
 
 def test_option_order_is_shuffled_per_row() -> None:
