@@ -21,9 +21,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-# Prefect gives its temporary server 20 s to start; on a busy 2-core CI machine it took longer. Read when
-# prefect is imported, so it is set here, before any command imports it.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 ParamsOpt = typer.Option(None, "--params", help="params.yaml to use (default: ./params.yaml or $DESTA_PARAMS).")
 
 # Stages whose implementation lands in a later issue. Each says so and exits non-zero.

@@ -16,13 +16,13 @@ import hashlib
 import random
 from typing import Any
 
+from components.evaluate.mcq import QUESTIONS as EVAL_QUESTIONS
 from components.evaluate.mcq import mcq_prompt
 from components.label.attributes import mentions, seed_value
 from components.label.rows import aqa_row
-from components.seeds.attributes import LEVELS, SPEEDS
 
-CHOICES: dict[str, list[str]] = {"Gender": ["Male", "Female"], "Pitch": LEVELS, "Speaking speed": SPEEDS,
-                                 "Volume": LEVELS}
+# The same options as the evaluation's attribute questions.
+CHOICES: dict[str, list[str]] = {name: choices for name, (_, choices, _) in EVAL_QUESTIONS.items()}
 # Worded unlike the evaluation's questions (components/evaluate/mcq.py), so the model learns the
 # choice format, not the test's sentences.
 QUESTIONS: dict[str, tuple[str, ...]] = {

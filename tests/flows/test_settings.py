@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from flows.settings import FlowSettings
+from tests.conftest import REPO
 
 
 def test_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,3 +32,16 @@ def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, var: str,
     monkeypatch.setenv(var, value)
     with pytest.raises(ValueError, match=var):
         FlowSettings.from_env()
+
+
+def test_temporary_prefect_server_gets_time_to_start() -> None:
+    """Prefect's 20 s default failed CI on a busy 2-core machine; the flows package raises it (before
+    Prefect reads its settings) unless the user set one."""
+    code = ("import flows.retrain; from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as t; "
+            "print(t.value())")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert res.stdout.split()[-1] == "120", res.stderr
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "45"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert res.stdout.split()[-1] == "45", res.stderr
