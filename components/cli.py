@@ -158,6 +158,7 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, help="Output dir (default: <data.root>/evaluate)."),  # noqa: UP045
     params: Optional[Path] = ParamsOpt,  # noqa: UP045
     track: bool = typer.Option(True, help="Log to MLflow and apply the promotion gate."),
+    progress: bool = typer.Option(True, help="Show the progress bar."),
 ) -> None:
     """Evaluate on the held-out split (attribute MCQ, WER, instruction following) and apply the gate."""
     import json as _json
@@ -175,7 +176,7 @@ def evaluate(
     try:
         m = DestaModel.from_pretrained(model)
         metrics = evaluate_model(m, read_seeds(seeds_dir), root, out, prof.evaluate.max_questions,
-                                 prof.evaluate.batch_size)
+                                 prof.evaluate.batch_size, show_progress=progress)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     seconds = time.perf_counter() - t0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from components.evaluate.ifeval import IF_PROMPTS, if_check
 from components.evaluate.mcq import MCQ_SUFFIX, SYSTEM, build_mcq, mcq_prompt
 from components.evaluate.mmau import score_mmau
 from components.evaluate.scorers import forgetting_rate, string_match, wer
+from components.progress import progress_bar
 
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
@@ -97,12 +98,25 @@ def _sample(questions: list[dict[str, Any]], limit: int | None) -> list[dict[str
     return order[:limit]
 
 
-def _hear(model: Any, test: list[dict[str, Any]], data_root: Path) -> dict[str, str]:
-    """Whisper's transcript of every test clip ('' where it hears no speech), each clip once."""
+def _stepped(fn: Callable[[int, int], list], n: int, step: int, advance: Callable[..., None], phase: str) -> list:
+    """`fn(lo, hi)` over rows [0, n) in steps of `step`, advancing the progress bar. `step` is fn's own
+    batch size, so its batches, and so its results, are the same as in one call."""
+    out: list = []
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
+        out += fn(lo, hi)
+        advance(hi - lo, phase=phase)
+    return out
+
+
+def _hear(model: Any, refs: list[str], data_root: Path, advance: Callable[..., None]) -> dict[str, str]:
+    """Whisper's transcript of every test clip ('' where it hears no speech)."""
     from components.ingest.shards import read_audio_ref
 
-    refs = list(dict.fromkeys(s["audio"] for s in test))
-    return dict(zip(refs, model.transcribe([read_audio_ref(data_root, r)[0] for r in refs]))) if refs else {}
+    def step(lo: int, hi: int) -> list[str]:
+        return model.transcribe([read_audio_ref(data_root, r)[0] for r in refs[lo:hi]], batch_size=8)
+
+    return dict(zip(refs, _stepped(step, len(refs), 8, advance, "transcripts")))
 
 
 def _forced_choice(scores: list[float], choices: list[str]) -> str:
@@ -119,25 +133,38 @@ def _by_sub(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
 
 
 def evaluate_model(model: Any, seeds: list[dict[str, Any]], data_root: Path, out_dir: Path,
-                   max_questions: int | None = None, batch_size: int = 16) -> dict[str, Any]:
+                   max_questions: int | None = None, batch_size: int = 16, show_progress: bool = True) -> dict[str, Any]:
     """Run every check on the test split; writes metrics, predictions and plot data; returns metrics."""
     questions = _sample(build_mcq(seeds), max_questions)
     if not questions:
         raise ValueError("no held-out questions: the seeds have no test split (run `desta seeds`)")
     test = [s for s in seeds if s.get("split") == "test"]
-    # The model path as deployed: each clip's transcript comes from Whisper, never from the corpus.
-    heard = _hear(model, test, data_root)
-    text_only = TextOnly.of(model)
-    msgs = [audio_messages(mcq_prompt(q), q["audio"], heard[q["audio"]]) for q in questions]
-    preds = model.generate(None, msgs, max_new_tokens=16, batch_size=batch_size, data_root=data_root)
-    priors = text_only.generate([mcq_prompt(q) for q in questions], batch_size=batch_size)
-    # Forced choice: every (question, option) pair in one pass; questions of a clip are adjacent, so a
-    # batch encodes each clip once for all its questions and options.
+    refs = list(dict.fromkeys(s["audio"] for s in test))
     pairs = [(i, c) for i, q in enumerate(questions) for c in q["choices"]]
-    scores = model.response_logprobs(None, [msgs[i] for i, _ in pairs], [c for _, c in pairs],
-                                     batch_size=2 * batch_size, data_root=data_root)
-    prior_scores = text_only.logprobs([mcq_prompt(questions[i]) for i, _ in pairs], [c for _, c in pairs],
-                                      batch_size=2 * batch_size)
+    # Rows through a model: transcripts, answers and option scores (model and prior), IF (audio and text).
+    total = len(refs) + 2 * len(questions) + 2 * len(pairs) + 2 * len(test)
+    with progress_bar("evaluate", total, enabled=show_progress, unit="rows") as advance:
+        # The model path as deployed: each clip's transcript comes from Whisper, never from the corpus.
+        heard = _hear(model, refs, data_root, advance)
+        text_only = TextOnly.of(model)
+        msgs = [audio_messages(mcq_prompt(q), q["audio"], heard[q["audio"]]) for q in questions]
+        prompts = [mcq_prompt(q) for q in questions]
+        preds = _stepped(lambda lo, hi: model.generate(None, msgs[lo:hi], max_new_tokens=16, batch_size=batch_size,
+                                                       data_root=data_root),
+                         len(msgs), batch_size, advance, "answers")
+        priors = _stepped(lambda lo, hi: text_only.generate(prompts[lo:hi], batch_size=batch_size),
+                          len(prompts), batch_size, advance, "prior answers")
+        # Forced choice: every (question, option) pair; questions of a clip are adjacent, so a batch
+        # encodes each clip once for all its questions and options.
+        pair_msgs, options = [msgs[i] for i, _ in pairs], [c for _, c in pairs]
+        pair_prompts = [prompts[i] for i, _ in pairs]
+        scores = _stepped(lambda lo, hi: model.response_logprobs(None, pair_msgs[lo:hi], options[lo:hi],
+                                                                 batch_size=2 * batch_size, data_root=data_root),
+                          len(pairs), 2 * batch_size, advance, "option scores")
+        prior_scores = _stepped(lambda lo, hi: text_only.logprobs(pair_prompts[lo:hi], options[lo:hi],
+                                                                  batch_size=2 * batch_size),
+                                len(pairs), 2 * batch_size, advance, "prior option scores")
+        if_audio, if_text = _instruction_following(model, text_only, test, heard, data_root, batch_size, advance)
     by_q: dict[int, list[tuple[float, float]]] = defaultdict(list)
     for (i, _), sc, ps in zip(pairs, scores, prior_scores):
         by_q[i].append((sc, ps))
@@ -166,7 +193,6 @@ def evaluate_model(model: Any, seeds: list[dict[str, Any]], data_root: Path, out
     speech = [s for s in test if s["kind"] == "speech" and s.get("transcript")]
     transcript_wer = wer([s["transcript"] for s in speech], [heard[s["audio"]] for s in speech]) if speech else None
 
-    if_audio, if_text = _instruction_following(model, text_only, test, heard, data_root, batch_size)
     forgetting = forgetting_rate(if_audio, if_text) if if_text else None
 
     metrics = {
@@ -188,15 +214,18 @@ def evaluate_model(model: Any, seeds: list[dict[str, Any]], data_root: Path, out
 
 
 def _instruction_following(model: Any, text_only: TextOnly, test: list[dict[str, Any]], heard: dict[str, str],
-                           data_root: Path, batch_size: int) -> tuple[float, float]:
+                           data_root: Path, batch_size: int, advance: Callable[..., None]) -> tuple[float, float]:
     """IF rate with the audio vs with the same content as text (the seed description) to the backbone."""
     items = [(s, IF_PROMPTS[i % len(IF_PROMPTS)]) for i, s in enumerate(test)]
     if not items:
         return 0.0, 0.0
     msgs = [audio_messages(p["prompt"], s["audio"], heard[s["audio"]]) for s, p in items]
-    audio_out = model.generate(None, msgs, max_new_tokens=64, batch_size=batch_size, data_root=data_root)
-    text_out = text_only.generate([f"{s['seed_description']}\n{p['prompt']}" for s, p in items],
-                                  max_new_tokens=64, batch_size=batch_size)
+    texts = [f"{s['seed_description']}\n{p['prompt']}" for s, p in items]
+    audio_out = _stepped(lambda lo, hi: model.generate(None, msgs[lo:hi], max_new_tokens=64, batch_size=batch_size,
+                                                       data_root=data_root),
+                         len(msgs), batch_size, advance, "IF audio")
+    text_out = _stepped(lambda lo, hi: text_only.generate(texts[lo:hi], max_new_tokens=64, batch_size=batch_size),
+                        len(texts), batch_size, advance, "IF text")
     a = sum(if_check(p, r) for (_, p), r in zip(items, audio_out)) / len(items)
     t = sum(if_check(p, r) for (_, p), r in zip(items, text_out)) / len(items)
     return 100.0 * a, 100.0 * t

@@ -4,6 +4,8 @@ written, batched forced choice equal to one-question-at-a-time scoring, transcri
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -49,15 +51,19 @@ def model(repo: Path, embedded_models) -> DestaModel:
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory: pytest.TempPathFactory, heldout, model: DestaModel) -> tuple[Path, dict]:
-    """One full evaluation (every question) shared by the tests below: it is the slow part."""
+    """One full evaluation (every question) shared by the tests below: it is the slow part. Also returns
+    what it printed on stderr (the progress bar)."""
     root, seeds = heldout
     out = tmp_path_factory.mktemp("eval-out")
-    return out, evaluate_model(model, seeds, root, out, max_questions=None, batch_size=8)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        metrics = evaluate_model(model, seeds, root, out, max_questions=None, batch_size=8)
+    return out, metrics, err.getvalue()
 
 
 def test_evaluate_model_outputs_and_batched_scoring(evaluated, heldout, model: DestaModel) -> None:
     root, seeds = heldout
-    out, metrics = evaluated
+    out, metrics, _ = evaluated
 
     questions = build_mcq(seeds)
     preds = [json.loads(line) for line in (out / PREDICTIONS).read_text().splitlines()]
@@ -87,6 +93,17 @@ def test_evaluate_model_outputs_and_batched_scoring(evaluated, heldout, model: D
     heard = model.transcribe([read_audio_ref(root, s["audio"])[0] for s in speech])
     by_audio = {p["audio"]: p["heard"] for p in preds}
     assert [by_audio[s["audio"]] for s in speech] == heard
+
+
+def test_progress_bar_reaches_every_row(evaluated, heldout) -> None:
+    """The bar counts every row sent through a model (transcripts, answers and option scores with and
+    without audio, IF with audio and as text) and ends at its total: no phase runs unseen."""
+    _, seeds = heldout
+    questions, test = build_mcq(seeds), [s for s in seeds if s["split"] == "test"]
+    total = (len({s["audio"] for s in test}) + 2 * len(questions)
+             + 2 * sum(len(q["choices"]) for q in questions) + 2 * len(test))
+    last = evaluated[2].strip().splitlines()[-1]
+    assert last.startswith("evaluate") and f" {total}/{total} " in last and "phase=IF text" in last
 
 
 def test_batched_scoring_equals_one_row_at_a_time(heldout, evaluated, repo: Path) -> None:
