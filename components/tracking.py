@@ -6,9 +6,12 @@ Default store: `sqlite:///mlflow.db` with artifacts in ./mlartifacts; MLFLOW_TRA
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import socket
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +21,7 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 _SECRET_KEY = re.compile(r"(secret|password|passwd|token|api_?key|access_?key|credential)", re.I)
 REDACTED = "***"
+log = logging.getLogger(__name__)
 
 
 def tracking_uri() -> str:
@@ -149,10 +153,12 @@ def stage_run(
     mlflow = _mlflow()
     if run_id is not None:
         with mlflow.start_run(run_id=run_id) as run:
+            mlflow.set_tags(_owner())  # the resuming process owns it now
             yield StageRun(run, stage)
         return
+    close_orphans(experiment)
     parent_run_id = parent_run_id or os.environ.get("DESTA_PARENT_RUN_ID")
-    base_tags = {"desta.stage": stage, "mlflow.source.git.commit": git_commit() or "unknown"}
+    base_tags = {"desta.stage": stage, "mlflow.source.git.commit": git_commit() or "unknown", **_owner()}
     if parent_run_id:
         base_tags["mlflow.parentRunId"] = parent_run_id
     with mlflow.start_run(
@@ -164,6 +170,57 @@ def stage_run(
         if tags:
             handle.set_tags(tags)
         yield handle
+
+
+# --- runs whose process died (SIGKILL, OOM kill, power loss) stay RUNNING in MLflow: close them ---
+
+
+def _owner() -> dict[str, str]:
+    """Tags naming the process that holds a run open: host, pid and the pid's start time (pids are reused)."""
+    import psutil
+
+    return {"desta.host": socket.gethostname(), "desta.pid": str(os.getpid()),
+            "desta.pid_started": f"{psutil.Process().create_time():.2f}"}
+
+
+def _alive(pid: int, started: float) -> bool:
+    import psutil
+
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 1.0
+    except psutil.NoSuchProcess:  # includes zombies
+        return False
+    except psutil.AccessDenied:  # exists, not ours to inspect: assume it is the owner
+        return True
+
+
+def close_orphans(experiment: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of `experiment` whose owning process on this host is gone; returns their ids.
+
+    Only runs tagged by `stage_run` on this host are judged: a run held by another machine is left alone.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri())
+    host = socket.gethostname()
+    runs = client.search_runs([experiment_id(experiment)], max_results=1000,
+                              filter_string=f"attributes.status = 'RUNNING' and tags.`desta.host` = '{host}'")
+    closed = []
+    for run in runs:
+        tags = run.data.tags
+        try:
+            pid, started = int(tags["desta.pid"]), float(tags["desta.pid_started"])
+        except (KeyError, ValueError):
+            continue
+        if _alive(pid, started):
+            continue
+        note = (f"process {pid} on {host} ended without closing this run; marked KILLED at "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} by pid {os.getpid()}")
+        client.set_tag(run.info.run_id, "desta.orphaned", note)
+        client.set_terminated(run.info.run_id, "KILLED")
+        log.warning("MLflow run %s (%s): %s", run.info.run_id, tags.get("desta.stage", "?"), note)
+        closed.append(run.info.run_id)
+    return closed
 
 
 # --- lineage: datasets on a stage run, and reading runs / model versions back (components/lineage) ---

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from components import tracking
+from tests.conftest import REPO
 
 
 @pytest.fixture()
@@ -72,3 +79,61 @@ def test_flatten_and_redact() -> None:
     assert flat == {"a.b.c": 1, "password": "x", "keys": [1, 2]}
     assert tracking.redact(flat)["password"] == tracking.REDACTED
     assert tracking.redact(flat)["keys"] == [1, 2]
+
+
+def _hold_run(store: Path, stage: str, then: str) -> subprocess.Popen:
+    """A process that opens a stage run, prints its id, then runs `then` (python)."""
+    code = (f"import os, signal, time\nfrom components import tracking\n"
+            f"with tracking.stage_run({stage!r}, 'exp-o') as r:\n    print(r.run_id, flush=True)\n    {then}\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("DESTA_PARENT_RUN_ID", None)
+    return subprocess.Popen([sys.executable, "-c", code], cwd=store, env=env, stdout=subprocess.PIPE, text=True)
+
+
+def test_run_of_a_killed_process_is_closed_by_the_next_stage(local_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL leaves a run RUNNING; the next stage run on this host marks it KILLED and says why. A run
+    whose process lives, one whose pid was reused by another process, one from another host: judged right."""
+    from mlflow.tracking import MlflowClient
+
+    # An absolute URI: MLflow caches its sqlite store per URI, and "sqlite:///mlflow.db" was another test's.
+    uri = f"sqlite:///{local_store / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    victim = _hold_run(local_store, "victim", "os.kill(os.getpid(), signal.SIGKILL)")
+    victim_id = victim.stdout.readline().strip()
+    assert victim.wait(timeout=120) == -signal.SIGKILL
+    client = MlflowClient(uri)
+    assert client.get_run(victim_id).info.status == "RUNNING"
+    alive = _hold_run(local_store, "alive", "time.sleep(600)")  # its own stage run closes the victim already
+    try:
+        alive_id = alive.stdout.readline().strip()
+        exp = tracking.experiment_id("exp-o")
+        host = socket.gethostname()
+        reused = client.create_run(exp, tags={"desta.host": host, "desta.pid": str(os.getpid()),
+                                              "desta.pid_started": "1.00"}).info.run_id  # our pid, not our start
+        remote = client.create_run(exp, tags={"desta.host": host + "-other", "desta.pid": "999999",
+                                              "desta.pid_started": "1.00"}).info.run_id
+
+        with tracking.stage_run("next", "exp-o") as nxt:
+            pass
+
+        status = {r: client.get_run(r).info.status for r in (victim_id, alive_id, reused, remote, nxt.run_id)}
+        assert status == {victim_id: "KILLED", alive_id: "RUNNING", reused: "KILLED", remote: "RUNNING",
+                          nxt.run_id: "FINISHED"}
+        note = client.get_run(victim_id).data.tags["desta.orphaned"]
+        assert note.startswith(f"process {victim.pid} on {host} ended without closing this run")
+        assert tracking.close_orphans("exp-o") == []  # idempotent: nothing left to close
+    finally:
+        alive.kill()
+        alive.wait(timeout=60)
+
+
+def test_a_resumed_run_is_owned_by_the_resuming_process(local_store: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    with tracking.stage_run("train", "exp-r") as first:
+        pass
+    time.sleep(0.01)
+    with tracking.stage_run("train", "exp-r", run_id=first.run_id):
+        pass
+    tags = MlflowClient("sqlite:///mlflow.db").get_run(first.run_id).data.tags
+    assert tags["desta.pid"] == str(os.getpid()) and tags["desta.host"] == socket.gethostname()
