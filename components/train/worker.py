@@ -105,6 +105,11 @@ def run(job: dict[str, Any]) -> int:  # noqa: C901 -- one linear training script
     from components.train.dsconfig import zero_stage
 
     cpu = job["device"] == "cpu"
+    if cpu:
+        # DeepSpeed JIT-builds its shared-memory all-reduce op (used only by inference tensor parallelism)
+        # at every start, under torch's lock file; a rank killed inside that left the lock behind, and every
+        # later start waited on it forever (CI hung so). Training all-reduces through gloo: skip the op.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend="gloo" if cpu else "nccl")
     rank, world = dist.get_rank(), dist.get_world_size()
 

@@ -56,7 +56,12 @@ def cli(params: Path, rows: Path, out: Path, cache: Path, *extra: str) -> list[s
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}  # the default store, in cwd
+    """Runs training with the default MLflow store in `cwd`, and a stale torch-extensions lock (what a rank
+    killed while DeepSpeed JIT-built its shm op leaves): every training here proves it does not wait on it."""
+    stale = cwd / "torch-extensions" / "deepspeed_shm_comm" / "lock"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.touch()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db", "TORCH_EXTENSIONS_DIR": str(stale.parents[1])}
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
