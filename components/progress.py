@@ -1,7 +1,12 @@
-"""One progress bar style for every long stage (rich, on stderr)."""
+"""One progress bar style for every long stage (rich, on stderr).
+
+On a terminal: a live bar. Elsewhere (a Prefect worker's log, `dvc repro` piped to a file) a live bar
+shows nothing until it ends, so a plain line is printed every `every` seconds and at the end instead.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -11,11 +16,43 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 _console = Console(stderr=True)
 
 
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _lines(label: str, total: int, unit: str, every: float) -> Callable[..., None]:
+    """`advance` for a non-terminal: a line with done/total, rate, elapsed and ETA at most every `every` s."""
+    t0 = last = time.monotonic()
+    done = 0
+
+    def advance(n: int = 1, **fields: object) -> None:
+        nonlocal done, last
+        done += n
+        now = time.monotonic()
+        if now - last < every and done < total:
+            return
+        last = now
+        elapsed = now - t0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = _clock((total - done) / rate) if rate > 0 else "?"
+        extra = " ".join(f"{k}={v}" for k, v in fields.items())
+        pct = 100 * done // total if total else 100
+        _console.print(f"{label} {done}/{total} ({pct}%) {rate:.1f} {unit}/s elapsed {_clock(elapsed)} "
+                       f"eta {eta} {extra}".rstrip(), markup=False, highlight=False, soft_wrap=True)
+
+    return advance
+
+
 @contextmanager
-def progress_bar(label: str, total: int, enabled: bool = True, unit: str = "items") -> Iterator[Callable[..., None]]:
+def progress_bar(label: str, total: int, enabled: bool = True, unit: str = "items",
+                 every: float = 30.0) -> Iterator[Callable[..., None]]:
     """Yield `advance(n=1, **fields)`; shows done/total, rate and ETA."""
     if not enabled:
         yield lambda n=1, **fields: None
+        return
+    if not _console.is_terminal:
+        yield _lines(label, total, unit, every)
         return
     columns = [
         TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
