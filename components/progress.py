@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -17,8 +18,11 @@ _console = Console(stderr=True)
 
 
 def _clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return str(timedelta(seconds=int(seconds)))
+
+
+def _fields(fields: dict[str, object]) -> str:
+    return " ".join(f"{k}={v}" for k, v in fields.items())
 
 
 def _lines(label: str, total: int, unit: str, every: float) -> Callable[..., None]:
@@ -36,10 +40,9 @@ def _lines(label: str, total: int, unit: str, every: float) -> Callable[..., Non
         elapsed = now - t0
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = _clock((total - done) / rate) if rate > 0 else "?"
-        extra = " ".join(f"{k}={v}" for k, v in fields.items())
         pct = 100 * done // total if total else 100
         _console.print(f"{label} {done}/{total} ({pct}%) {rate:.1f} {unit}/s elapsed {_clock(elapsed)} "
-                       f"eta {eta} {extra}".rstrip(), markup=False, highlight=False, soft_wrap=True)
+                       f"eta {eta} {_fields(fields)}".rstrip(), markup=False, highlight=False, soft_wrap=True)
 
     return advance
 
@@ -65,7 +68,6 @@ def progress_bar(label: str, total: int, enabled: bool = True, unit: str = "item
             progress.advance(task, n)
             t = progress.tasks[0]
             speed = t.finished_speed or t.speed
-            extra = " ".join(f"{k}={v}" for k, v in fields.items())
-            progress.update(task, rate=(f"{speed:.1f} {unit}/s " if speed else "") + extra)
+            progress.update(task, rate=(f"{speed:.1f} {unit}/s " if speed else "") + _fields(fields))
 
         yield advance

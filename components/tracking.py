@@ -156,14 +156,13 @@ def stage_run(
             mlflow.set_tags(_owner())  # the resuming process owns it now
             yield StageRun(run, stage)
         return
-    close_orphans(experiment)
+    exp_id = experiment_id(experiment)
+    close_orphans(exp_id)
     parent_run_id = parent_run_id or os.environ.get("DESTA_PARENT_RUN_ID")
     base_tags = {"desta.stage": stage, "mlflow.source.git.commit": git_commit() or "unknown", **_owner()}
     if parent_run_id:
         base_tags["mlflow.parentRunId"] = parent_run_id
-    with mlflow.start_run(
-        experiment_id=experiment_id(experiment), run_name=stage, tags=base_tags
-    ) as run:
+    with mlflow.start_run(experiment_id=exp_id, run_name=stage, tags=base_tags) as run:
         handle = StageRun(run, stage)
         if params:
             handle.log_params(params)
@@ -194,8 +193,8 @@ def _alive(pid: int, started: float) -> bool:
         return True
 
 
-def close_orphans(experiment: str) -> list[str]:
-    """Mark KILLED the RUNNING runs of `experiment` whose owning process on this host is gone; returns their ids.
+def close_orphans(exp_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of experiment `exp_id` whose owning process on this host is gone; returns their ids.
 
     Only runs tagged by `stage_run` on this host are judged: a run held by another machine is left alone.
     """
@@ -203,7 +202,7 @@ def close_orphans(experiment: str) -> list[str]:
 
     client = MlflowClient(tracking_uri())
     host = socket.gethostname()
-    runs = client.search_runs([experiment_id(experiment)], max_results=1000,
+    runs = client.search_runs([exp_id], max_results=1000,
                               filter_string=f"attributes.status = 'RUNNING' and tags.`desta.host` = '{host}'")
     closed = []
     for run in runs:

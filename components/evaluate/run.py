@@ -113,10 +113,12 @@ def _hear(model: Any, refs: list[str], data_root: Path, advance: Callable[..., N
     """Whisper's transcript of every test clip ('' where it hears no speech)."""
     from components.ingest.shards import read_audio_ref
 
-    def step(lo: int, hi: int) -> list[str]:
-        return model.transcribe([read_audio_ref(data_root, r)[0] for r in refs[lo:hi]], batch_size=8)
+    batch = 8
 
-    return dict(zip(refs, _stepped(step, len(refs), 8, advance, "transcripts")))
+    def step(lo: int, hi: int) -> list[str]:
+        return model.transcribe([read_audio_ref(data_root, r)[0] for r in refs[lo:hi]], batch_size=batch)
+
+    return dict(zip(refs, _stepped(step, len(refs), batch, advance, "transcripts")))
 
 
 def _forced_choice(scores: list[float], choices: list[str]) -> str:
@@ -147,8 +149,8 @@ def evaluate_model(model: Any, seeds: list[dict[str, Any]], data_root: Path, out
         # The model path as deployed: each clip's transcript comes from Whisper, never from the corpus.
         heard = _hear(model, refs, data_root, advance)
         text_only = TextOnly.of(model)
-        msgs = [audio_messages(mcq_prompt(q), q["audio"], heard[q["audio"]]) for q in questions]
         prompts = [mcq_prompt(q) for q in questions]
+        msgs = [audio_messages(p, q["audio"], heard[q["audio"]]) for p, q in zip(prompts, questions)]
         preds = _stepped(lambda lo, hi: model.generate(None, msgs[lo:hi], max_new_tokens=16, batch_size=batch_size,
                                                        data_root=data_root),
                          len(msgs), batch_size, advance, "answers")

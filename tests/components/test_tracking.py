@@ -8,13 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from components import tracking
-from tests.conftest import REPO
 
 
 @pytest.fixture()
@@ -85,8 +83,7 @@ def _hold_run(store: Path, stage: str, then: str) -> subprocess.Popen:
     """A process that opens a stage run, prints its id, then runs `then` (python)."""
     code = (f"import os, signal, time\nfrom components import tracking\n"
             f"with tracking.stage_run({stage!r}, 'exp-o') as r:\n    print(r.run_id, flush=True)\n    {then}\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("DESTA_PARENT_RUN_ID", None)
+    env = {k: v for k, v in os.environ.items() if k != "DESTA_PARENT_RUN_ID"}  # the package is installed
     return subprocess.Popen([sys.executable, "-c", code], cwd=store, env=env, stdout=subprocess.PIPE, text=True)
 
 
@@ -121,7 +118,7 @@ def test_run_of_a_killed_process_is_closed_by_the_next_stage(local_store: Path, 
                           nxt.run_id: "FINISHED"}
         note = client.get_run(victim_id).data.tags["desta.orphaned"]
         assert note.startswith(f"process {victim.pid} on {host} ended without closing this run")
-        assert tracking.close_orphans("exp-o") == []  # idempotent: nothing left to close
+        assert tracking.close_orphans(exp) == []  # idempotent: nothing left to close
     finally:
         alive.kill()
         alive.wait(timeout=60)
@@ -132,8 +129,9 @@ def test_a_resumed_run_is_owned_by_the_resuming_process(local_store: Path) -> No
 
     with tracking.stage_run("train", "exp-r") as first:
         pass
-    time.sleep(0.01)
+    client = MlflowClient("sqlite:///mlflow.db")
+    client.set_tag(first.run_id, "desta.pid", "1")  # as if another process had held it
     with tracking.stage_run("train", "exp-r", run_id=first.run_id):
         pass
-    tags = MlflowClient("sqlite:///mlflow.db").get_run(first.run_id).data.tags
+    tags = client.get_run(first.run_id).data.tags
     assert tags["desta.pid"] == str(os.getpid()) and tags["desta.host"] == socket.gethostname()
