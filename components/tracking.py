@@ -86,13 +86,6 @@ class StageRun:
         self.run_id: str = run.info.run_id
         self.stage = stage
 
-    def log_lineage(self, root: Path | None = None) -> dict[str, Any] | None:
-        """The lineage hook (components.lineage): git commit, params.yaml, dvc.lock, this stage's inputs as
-        datasets with DVC digests + remote S3 URIs, output digests, label provenance. One call per stage."""
-        from components.lineage.log import log_stage_lineage
-
-        return log_stage_lineage(self, self.stage or "unknown", root)
-
     def log_params(self, params: Mapping[str, Any]) -> None:
         flat = redact(flatten(params))
         _mlflow().log_params({k: str(v)[:6000] for k, v in flat.items()})

@@ -1,8 +1,8 @@
 """Label shards fanned out as Prefect tasks: one task per unit (= one output shard) of components.label.run.
 
-components.label.run splits the work into independent units (`prepare_job` -> `plan_units` ->
-`run_unit` in any order -> `finalize`); `desta label` runs them one after another in-process. Here
-each unit is a task on a configurable task runner (flows/settings.py, DESTA_TASK_RUNNER):
+components.label.run's one driver (`label`) splits the work into independent units and runs them with
+a `map_units` function: `desta label` one after another in-process; here (`as_tasks`) each unit is a
+task on a configurable task runner (flows/settings.py, DESTA_TASK_RUNNER):
 - `threads` (default): a ThreadPoolTaskRunner; units share one loaded backend (LabelJob guards the
   load), which suits the hf backend on one machine and the openai/vllm-server backends (I/O bound);
 - `dask` / `ray`: DaskTaskRunner (prefect-dask) / RayTaskRunner (prefect-ray) against the cluster at
@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from components.config import load_params
 from components.label.rows import read_seed_rows
-from components.label.run import LabelJob, Unit, UnitResult, finalize, plan_units, prepare_job, run_unit, select_seeds
+from components.label.run import Progress, label, run_unit
+from components.label.units import LabelJob, Unit, UnitResult
 from flows.settings import FlowSettings
 
 
@@ -61,33 +60,21 @@ def label_unit(unit: Unit, job: LabelJob) -> UnitResult:
     return run_unit(unit, job)
 
 
+def as_tasks(units: list[Unit], job: LabelJob, on_progress: Progress) -> list[UnitResult]:
+    """Every unit as a `label_unit` task on the flow's task runner (the label driver's `map_units`)."""
+    get_run_logger().info("%d units (shards) of up to %d rows", len(units), job.cfg.shard_rows)
+    return [f.result() for f in label_unit.map(units, job=unmapped(job))]
+
+
 @flow(name="label-shards", log_prints=True)
 def label_shards(seeds: str, out: str, params: str | None = None, cache: str | None = None) -> dict[str, Any]:
     """Label every unit of the seed rows as its own task; returns the stats `desta label` writes."""
-    t0 = time.perf_counter()
     prof = load_params(Path(params) if params else None).active
     rows = read_seed_rows(Path(seeds))
     if not rows:
         raise ValueError(f"no seed rows in {seeds}: run `desta seeds` first")
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out_dir / ".label.lock"), timeout=0)  # the same lock as `desta label`: one writer
-    try:
-        lock.acquire()
-    except Timeout:
-        raise RuntimeError(f"another `desta label` is writing to {out_dir}") from None
-    try:
-        job = prepare_job(out_dir, prof.label, prof.models, Path(cache) if cache else None)
-        try:
-            units = plan_units(rows, job)
-            get_run_logger().info("%d units (shards) of up to %d rows", len(units), prof.label.shard_rows)
-            results = [f.result() for f in label_unit.map(units, job=unmapped(job))]
-            _, skipped = select_seeds(rows, prof.label)
-            return finalize(job, units, results, time.perf_counter() - t0, skipped)
-        finally:
-            job.close()
-    finally:
-        lock.release()
+    return label(rows, Path(out), prof.label, prof.models, Path(cache) if cache else None, show_progress=False,
+                 map_units=as_tasks)
 
 
 def run_label(seeds: Path, out: Path, params: Path | None = None, cache: Path | None = None,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,8 @@ from pathlib import Path
 from filelock import FileLock
 
 from components.atomic import atomic_write_text, sha256_file
+from components.modeldir import user_cache
 
-CACHE_ENV = "DESTA_CACHE"
 READY = "desta-source.json"  # written last: its presence marks a complete conversion
 
 
@@ -62,7 +61,7 @@ EMBEDDED: tuple[EmbeddedModel, ...] = (
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "desta")) / "models"
+    return user_cache("models")
 
 
 def locate_source(spec: EmbeddedModel) -> tuple[Path, str]:

@@ -1,17 +1,20 @@
 """`desta benchmark ...`: run the model on an external benchmark from a local data root.
 
 Writes the results file (MMAU results layout) and prints the scores as JSON on stdout; progress
-and errors go to stderr. See components/evaluate/benchmarks.py for the layouts and the scores.
+and errors go to stderr. See components/evaluate/benchmarks/ (one module per layout) for the
+layouts and the scores.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from components.console import fail, load_profile
+from components.stage import data_dir
 
 # The runners pull in torch: imported inside the commands so every other `desta` command starts fast.
 BENCHMARKS = ("mmau", "dynamic-superb", "speech-ifeval")  # = components.evaluate.benchmarks.BENCHMARKS
@@ -35,21 +38,8 @@ def _group() -> None:
     """Run the model on an external benchmark and score it."""
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(1)
-
-
 def _model_dir(model: Path | None, params: Path | None) -> Path:
-    if model is not None:
-        return model
-    from components.config import ConfigError, load_params
-
-    try:
-        return Path(load_params(params).active.data.root) / "train" / "model"
-    except ConfigError as err:
-        _fail(str(err))
-        raise  # unreachable
+    return model if model is not None else data_dir(load_profile(params), None, "train/model")
 
 
 def _run(benchmark: str, file: Path, data_root: Path, model: Path | None, out: Path | None, limit: int | None,
@@ -61,10 +51,10 @@ def _run(benchmark: str, file: Path, data_root: Path, model: Path | None, out: P
     try:
         bench = LOADERS[benchmark](file, data_root, on_bad=on_bad, limit=limit, **loader_kwargs)
     except BenchmarkFormatError as e:
-        _fail(str(e))
+        fail(str(e))
     model_dir = _model_dir(model, params)
     if not (model_dir / "config.json").is_file():
-        _fail(f"no trained model at {model_dir} (pass --model DIR or run `desta train`)")
+        fail(f"no trained model at {model_dir} (pass --model DIR or run `desta train`)")
     from components.model.desta import DestaModel
 
     out = out or file.with_name(f"{file.stem}.results.json")
@@ -73,7 +63,7 @@ def _run(benchmark: str, file: Path, data_root: Path, model: Path | None, out: P
         report = run_benchmark(m, bench, out, batch_size=batch_size, max_new_tokens=max_new_tokens, on_bad=on_bad,
                                text_reference=text_reference, show_progress=progress)
     except (BenchmarkFormatError, ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+        fail(str(e))
     report["model"] = str(model_dir)
     print(json.dumps(report, indent=2))
 
@@ -126,11 +116,11 @@ def score(
     from components.evaluate.mmau import MMAUFormatError, load_results
 
     if benchmark not in BENCHMARKS:
-        _fail(f"unknown benchmark {benchmark!r}; one of {', '.join(BENCHMARKS)}")
+        fail(f"unknown benchmark {benchmark!r}; one of {', '.join(BENCHMARKS)}")
     try:
         report = score_results(benchmark, load_results(results_json))
     except (MMAUFormatError, BenchmarkFormatError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     print(json.dumps(report, indent=2))
 
 

@@ -38,10 +38,11 @@ def apply_gate(name: str, version: str, metrics: dict[str, Any], primary: str, m
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from components.stage import numeric
     from components.tracking import tracking_uri
 
     client = MlflowClient(tracking_uri())
-    flat = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    flat = {k: float(v) for k, v in numeric(metrics).items()}
     for key, value in flat.items():
         client.set_model_version_tag(name, version, TAG_PREFIX + key, str(value))
     try:

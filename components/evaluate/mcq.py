@@ -12,19 +12,7 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
-from components.seeds.attributes import LEVELS, SPEEDS
-
-SYSTEM = "Focus on the audio clips and instruction."
-MCQ_SUFFIX = "Choose one of the options without any explanation."
-
-QUESTIONS = {
-    "Gender": ("What is the gender of the speaker?", ["Male", "Female"], "easy"),
-    "Pitch": ("How would you describe the pitch of the speaker's voice?", LEVELS, "medium"),
-    "Speaking speed": ("How fast is the speaker talking?", SPEEDS, "medium"),
-    "Volume": ("How loud is the speech in the recording?", LEVELS, "medium"),
-}
-SAID = "What did the speaker say?"
-CATEGORY = "What sound event is heard in this recording?"
+from components.vocab import CATEGORY, QUESTIONS, SAID
 
 
 def _rng(*parts: str) -> random.Random:
@@ -72,8 +60,3 @@ def build_mcq(seeds: Iterable[dict[str, Any]], n_distractors: int = 3) -> list[d
                 "chance": round(100.0 / len(choices), 2),
             })
     return rows
-
-
-def mcq_prompt(row: dict[str, Any]) -> str:
-    """The user prompt (after the audio): question, the choices, and the paper's MCQ instruction."""
-    return f"{row['question']} Choices: {', '.join(row['choices'])}. {MCQ_SUFFIX}"

@@ -17,11 +17,14 @@ from typing import Any
 import torch
 
 from components.atomic import atomic_write_text
+from components.audio import read_audio_ref
 from components.evaluate.ifeval import IF_PROMPTS, if_check
-from components.evaluate.mcq import MCQ_SUFFIX, SYSTEM, build_mcq, mcq_prompt
+from components.evaluate.mcq import build_mcq
 from components.evaluate.mmau import score_mmau
-from components.evaluate.scorers import forgetting_rate, string_match, wer
+from components.evaluate.scorers import forgetting_rate, string_match
 from components.progress import progress_bar
+from components.text import wer
+from components.vocab import MCQ_SUFFIX, SYSTEM, mcq_prompt
 
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
@@ -111,8 +114,6 @@ def _stepped(fn: Callable[[int, int], list], n: int, step: int, advance: Callabl
 
 def _hear(model: Any, refs: list[str], data_root: Path, advance: Callable[..., None]) -> dict[str, str]:
     """Whisper's transcript of every test clip ('' where it hears no speech)."""
-    from components.ingest.shards import read_audio_ref
-
     batch = 8
 
     def step(lo: int, hi: int) -> list[str]:

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import jiwer
+from components.text import cer, normalize_transcript, strip_punctuation, wer  # noqa: F401 -- scorers re-export them
 
 # --------------------------------------------------------------------------------------------
 # MMAU
@@ -51,16 +51,12 @@ def string_match(answer: str, prediction: str, choices: Sequence[str]) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _strip_punctuation(text: str, replacement: str = "") -> str:
-    return "".join(replacement if unicodedata.category(c).startswith("P") else c for c in text)
-
-
 def normalize_label(text: str) -> str:
     """Label normalisation: NFKC, casefold, drop Unicode punctuation, collapse whitespace.
 
     "  Happy. " -> "happy"; "Non-binary" -> "nonbinary"; symbols such as "$" are kept.
     """
-    text = _strip_punctuation(unicodedata.normalize("NFKC", text).casefold())
+    text = strip_punctuation(unicodedata.normalize("NFKC", text).casefold())
     return " ".join(text.split())
 
 
@@ -72,47 +68,6 @@ def accuracy(preds: Sequence[str], labels: Sequence[str]) -> float:
         raise ValueError("accuracy of zero examples is undefined")
     hits = sum(normalize_label(p) == normalize_label(y) for p, y in zip(preds, labels))
     return hits / len(labels) * 100
-
-
-# --------------------------------------------------------------------------------------------
-# WER / CER
-# --------------------------------------------------------------------------------------------
-
-_APOSTROPHES = "'\u2019\u02bc"
-
-
-def normalize_transcript(text: str) -> str:
-    """Transcript normalisation for WER/CER.
-
-    NFKC, casefold; apostrophes are deleted so contractions stay one word ("Don't" -> "dont");
-    every other Unicode punctuation character becomes a space ("well-known" -> "well known",
-    "3.5" -> "3 5"); whitespace is collapsed and stripped. Numbers are not spelled out.
-    """
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = "".join("" if c in _APOSTROPHES else c for c in text)
-    return " ".join(_strip_punctuation(text, " ").split())
-
-
-def _normalised_pairs(refs: Sequence[str], hyps: Sequence[str]) -> tuple[list[str], list[str]]:
-    if len(refs) != len(hyps):
-        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    r = [normalize_transcript(x) for x in refs]
-    h = [normalize_transcript(x) for x in hyps]
-    if not any(r):
-        raise ValueError("every reference is empty after normalisation; the error rate is undefined")
-    return r, h
-
-
-def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    """Corpus word error rate (total edits / total reference words) after `normalize_transcript`."""
-    r, h = _normalised_pairs(refs, hyps)
-    return float(jiwer.wer(r, h))
-
-
-def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    """Corpus character error rate after `normalize_transcript`; single spaces count as characters."""
-    r, h = _normalised_pairs(refs, hyps)
-    return float(jiwer.cer(r, h))
 
 
 # --------------------------------------------------------------------------------------------

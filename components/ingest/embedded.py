@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import subprocess
 import tempfile
@@ -26,6 +25,7 @@ from components.atomic import atomic_dir
 from components.ingest import asterisk
 from components.ingest.candidates import Candidate
 from components.ingest.directory import prepare_directory
+from components.modeldir import user_cache
 
 FREEDESKTOP = Path("/usr/share/sounds/freedesktop/stereo")
 ALSA = Path("/usr/share/sounds/alsa")
@@ -237,4 +237,4 @@ def corpus_card(sources: list[str]) -> str:
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("DESTA_CACHE", Path.home() / ".cache" / "desta")) / "corpus"
+    return user_cache("corpus")

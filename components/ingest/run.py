@@ -22,8 +22,8 @@ from components.ingest.candidates import Candidate
 from components.ingest.decode import Decoded, Limits, Rejected, decode_clip
 from components.ingest.shards import SHARD_DIR, ShardWriter, next_shard_index
 from components.progress import progress_bar
+from components.records import MANIFEST, read_jsonl
 
-MANIFEST = "manifest.jsonl"
 QUARANTINE = "quarantine.jsonl"
 STATS = "stats.json"
 
@@ -49,12 +49,6 @@ class IngestReport:
             "total": self.total,
             "accepted_audio_seconds": round(self.audio_seconds, 3),
         }
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _dumps(rows: Iterable[dict[str, Any]]) -> str:

@@ -1,7 +1,7 @@
 """Tar shards of FLAC clips: a few large files for DVC, written deterministically and atomically.
 
 A clip's reference is `<shard path relative to the data root>/<id>.flac`, e.g.
-`ingest/shards/shard-000003.tar/3f2a….flac`; `read_audio_ref` resolves it.
+`ingest/shards/shard-000003.tar/3f2a….flac`; `components.audio.read_audio_ref` resolves it.
 """
 
 from __future__ import annotations
@@ -9,11 +9,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from functools import lru_cache
 from pathlib import Path
-
-import numpy as np
-import soundfile as sf
 
 SHARD_DIR = "shards"
 
@@ -65,32 +61,3 @@ def next_shard_index(out_dir: Path) -> int:
     """First unused shard index: new clips never rewrite a finished shard."""
     existing = sorted((out_dir / SHARD_DIR).glob("shard-*.tar"))
     return int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
-
-
-@lru_cache(maxsize=64)
-def _index(shard: Path, mtime_ns: int) -> dict[str, tuple[int, int]]:
-    with tarfile.open(shard, "r") as tar:
-        return {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
-
-
-def read_member(shard: Path, member: str) -> bytes:
-    """Bytes of one member, by offset (the shard's index is read once and cached)."""
-    offset, size = _index(shard, shard.stat().st_mtime_ns)[member]
-    with open(shard, "rb") as f:
-        f.seek(offset)
-        return f.read(size)
-
-
-def split_ref(data_root: Path, ref: str) -> tuple[Path, str]:
-    """`…/shard-000001.tar/<id>.flac` -> (shard path, member name)."""
-    shard, _, member = ref.rpartition("/")
-    if not shard.endswith(".tar"):
-        raise ValueError(f"not a shard reference: {ref!r}")
-    return data_root / shard, member
-
-
-def read_audio_ref(data_root: Path, ref: str) -> tuple[np.ndarray, int]:
-    """Decode the clip a reference names: (float32 mono samples, sample rate)."""
-    shard, member = split_ref(data_root, ref)
-    data, sr = sf.read(io.BytesIO(read_member(shard, member)), dtype="float32")
-    return data, sr

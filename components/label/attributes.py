@@ -1,7 +1,9 @@
 """What an answer says about the voice: gender, pitch, volume and speaking speed, sentence by sentence.
 
-A tiny connector learns an attribute only from targets that state it, and states it right
-(DESIGN.md: attribute-dense targets). The labeller is the backbone itself, and a 135M one often
+A tiny connector learns an attribute only from targets that state it, and states it right: in a
+10-minute CPU experiment a tiny DeSTA rose above chance on held-out speaking-speed questions only when
+its targets kept the labeller's own sentences that state the attribute (attribute-dense targets);
+with the ordinary mixed targets nothing rose above chance (docs/label.md). The labeller is the backbone itself, and a 135M one often
 answers "low, medium and high" or names the wrong level. `focus` keeps the sentences of an
 attribute answer that give the seed's value and contradict nothing else the seed says.
 

@@ -16,14 +16,14 @@ import hashlib
 import random
 from typing import Any
 
-from components.evaluate.mcq import QUESTIONS as EVAL_QUESTIONS
-from components.evaluate.mcq import mcq_prompt
 from components.label.attributes import mentions, seed_value
 from components.label.rows import aqa_row
+from components.vocab import QUESTIONS as EVAL_QUESTIONS
+from components.vocab import mcq_prompt
 
 # The same options as the evaluation's attribute questions.
 CHOICES: dict[str, list[str]] = {name: choices for name, (_, choices, _) in EVAL_QUESTIONS.items()}
-# Worded unlike the evaluation's questions (components/evaluate/mcq.py), so the model learns the
+# Worded unlike the evaluation's questions (components/vocab.py), so the model learns the
 # choice format, not the test's sentences.
 QUESTIONS: dict[str, tuple[str, ...]] = {
     "Gender": ("Which gender is the speaker?", "What gender does the voice belong to?",

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from components.atomic import sha256_file
 from components.config import ModelsConfig
-
-# Files that decide what the generator writes: weights, config, tokenizer, chat template.
-_DIGEST_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json", ".jinja", ".model", ".txt")
-_NOT_DIGESTED = {"desta-source.json"}  # holds a machine-specific cache path
-_MEMO: dict[tuple[str, int, int], str] = {}
+from components.modeldir import local_dir, weights_digest
 
 
 class GeneratorMismatchWarning(UserWarning):
@@ -34,38 +26,6 @@ class Generator:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def _file_sha256(path: Path) -> str:
-    st = path.stat()
-    memo_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo_key not in _MEMO:
-        _MEMO[memo_key] = sha256_file(path)
-    return _MEMO[memo_key]
-
-
-def weights_digest(model_dir: Path) -> str:
-    """sha256 over (name, sha256) of the files that define the model's outputs."""
-    files = sorted(
-        p for p in model_dir.iterdir()
-        if p.is_file() and p.suffix in _DIGEST_SUFFIXES and p.name not in _NOT_DIGESTED and not p.name.startswith(".")
-    )
-    if not files:
-        raise FileNotFoundError(f"no model files in {model_dir}")
-    listing = [[p.name, _file_sha256(p)] for p in files]
-    return "sha256:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-
-
-def local_dir(name: str) -> Path | None:
-    """A local directory for `name`: itself, or a hub snapshot already on disk (never downloads)."""
-    if Path(name).is_dir():
-        return Path(name)
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # noqa: BLE001 - not a hub id, or not cached: the caller records it unresolved
-        return None
 
 
 def resolve_generator(models: ModelsConfig) -> Generator:

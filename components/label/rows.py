@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from components.records import read_seeds
+
 ROW_KEYS = ("id", "dataset", "seed_description", "prompt", "response", "messages")
 REQUIRED_SEED_KEYS = ("id", "dataset", "audio", "seed_description")
 # The system prompt of DeSTA-AQA5M training rows (the released model's default).
@@ -15,8 +17,6 @@ AUDIO_TOKEN = "<|AUDIO|>"
 
 def read_seed_rows(path: Path) -> list[dict[str, Any]]:
     """Seed rows from a seeds output dir (`shards/seeds-*.jsonl`) or any JSONL file; checked."""
-    from components.seeds.run import read_seeds
-
     if not path.exists():
         raise FileNotFoundError(f"seeds not found: {path}")
     rows = read_seeds(path)

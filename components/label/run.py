@@ -1,8 +1,9 @@
 """`desta label`: the generator LLM answers `seed description + instruction`; rows in DeSTA-AQA5M format.
 
-Work is split into units (one output shard each) that share nothing but the response cache, so a
-Prefect task runner can fan them out: `prepare_job` -> `plan_units` -> `run_unit` (any order, any
-worker) -> `finalize`. `label()` runs all of them in-process.
+Work is split into units (one output shard each, components/label/units.py) that share nothing but the
+response cache, so a Prefect task runner can fan them out: `prepare_job` -> `plan_units` -> `run_unit`
+(any order, any worker) -> `finalize`. `label()` is the one driver: it runs them in-process, or with
+the `map_units` a flow passes (flows/label.py).
 
 Resume after `kill -9`: a unit's shard is written with one atomic rename; generated responses are
 committed to the cache one whole batch at a time. Batches are planned over the requests still
@@ -15,27 +16,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-from filelock import FileLock, Timeout
 
 from components.atomic import atomic_write_text
 from components.config import LabelConfig, ModelsConfig
 from components.label import filters, template
 from components.label.attributes import seed_value
-from components.label.backends import Backend, Request, engine_tag, make_backend
-from components.label.cache import Cached, ResponseCache, cache_key
+from components.label.backends import Backend, Request
+from components.label.cache import Cached, ResponseCache
 from components.label.choices import choice_row
-from components.label.generator import Generator, local_dir, resolve_generator
-from components.label.pool import DEFAULT_POOL, Instruction, Pool, draw, load_pool, restrict
-from components.label.rows import aqa_row, dumps_rows, row_id
+from components.label.pool import DEFAULT_POOL
+from components.label.rows import aqa_row, dumps_rows
+from components.label.units import SEED_FIELDS, LabelJob, Unit, UnitResult, plan_batches, plan_units, prepare_job
 from components.progress import progress_bar
+from components.stage import one_writer
 
 STAGE_VERSION = 1
 SHARD_DIR = "shards"
@@ -43,167 +41,8 @@ SHARD_GLOB = "label-*.jsonl"
 QUARANTINE_DIR = "quarantine"
 PROVENANCE = "provenance.json"  # beside the shards, never in the rows
 STATS = "stats.json"
-CACHE_DIR = "cache"
-_SEED_FIELDS = ("id", "dataset", "audio", "transcript", "seed_description", "kind")
 
 Progress = Callable[[int, int], None]  # (rows finished, tokens generated)
-
-
-@dataclass(frozen=True)
-class Item:
-    """One output row to produce: a clip and the instruction drawn for it."""
-
-    row_id: str
-    index: int
-    seed: dict[str, Any]
-    instruction: Instruction
-
-
-@dataclass(frozen=True)
-class Unit:
-    """An independent piece of work: its items become shards/<name>.jsonl."""
-
-    name: str
-    items: tuple[Item, ...]
-
-
-@dataclass
-class UnitResult:
-    name: str
-    rows: int = 0
-    requests: int = 0
-    cache_hits: int = 0
-    generated: int = 0
-    generated_by_attempt: list[int] = field(default_factory=list)
-    filtered_by_reason: dict[str, int] = field(default_factory=dict)
-    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
-    trimmed: int = 0  # answers that hit the token limit, kept up to their last full sentence
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    generate_seconds: float = 0.0
-    # Kept rows per asked attribute value ("Gender=Female"): a labeller that favours one answer
-    # (SmolLM2 picks the first option of "male or female?") shows up here as a skew (#7).
-    rows_by_asked_value: dict[str, int] = field(default_factory=dict)
-    choice_rows: int = 0  # of `rows`: choice-format copies (label.choice_rows)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class LabelJob:
-    """What every unit needs; picklable (the backend is loaded lazily in each worker)."""
-
-    def __init__(self, out: Path, cfg: LabelConfig, generator: Generator, generator_dir: str | None,
-                 pool: Pool, cache_dir: Path, backend: Backend | None = None) -> None:
-        self.out, self.cfg, self.generator, self.generator_dir = out, cfg, generator, generator_dir
-        self.pool, self.cache_dir = pool, cache_dir
-        self._backend = backend
-        self._owns_backend = backend is None
-        self._lock = threading.Lock()  # units on a thread runner share one backend
-        self.engine = backend.engine if backend is not None else engine_tag(cfg)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_backend"], state["_owns_backend"] = None, True
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def backend(self) -> Backend:
-        """The backend, loaded on first use: a run that is all cache hits never loads a model."""
-        with self._lock:
-            if self._backend is None:
-                backend = make_backend(self.cfg, self.generator.name, self.generator_dir)
-                if backend.engine != self.engine:
-                    raise RuntimeError(f"backend engine {backend.engine!r} != expected {self.engine!r}")
-                self._backend = backend
-            return self._backend
-
-    def backend_stats(self) -> dict[str, int]:
-        return dict(self._backend.stats) if self._backend is not None else {}
-
-    def close(self) -> None:
-        if self._backend is not None and self._owns_backend:
-            self._backend.close()
-            self._backend = None
-
-    def decoding(self, item: Item, attempt: int) -> dict[str, Any]:
-        """Decoding params of one attempt (all of them go into the cache key).
-
-        Greedy keys leave out top_p and seed, so changing those regenerates only sampled rows.
-        """
-        cfg = self.cfg
-        temp = cfg.temperature if attempt == 0 else max(cfg.temperature, cfg.retry_temperature)
-        dec: dict[str, Any] = {"engine": self.engine, "max_new_tokens": cfg.max_new_tokens, "temperature": temp}
-        if temp > 0:
-            digest = hashlib.sha256(f"{cfg.seed}\x00{item.row_id}\x00{attempt}".encode()).hexdigest()
-            dec |= {"top_p": cfg.top_p, "seed": int(digest[:8], 16)}
-        return dec
-
-    def request(self, item: Item, attempt: int) -> Request:
-        dec = self.decoding(item, attempt)
-        key = cache_key(item.seed["seed_description"], item.instruction.text, self.generator.digest,
-                        template.TEMPLATE_DIGEST, dec)
-        msgs = template.generator_messages(item.seed["seed_description"], item.instruction.text)
-        return Request(key, tuple(msgs), self.cfg.max_new_tokens, dec["temperature"], dec.get("top_p", 1.0),
-                       dec.get("seed"))
-
-
-def prepare_job(out: Path, cfg: LabelConfig, models: ModelsConfig, cache_dir: Path | None = None,
-                backend: Backend | None = None) -> LabelJob:
-    """Resolve the generator (digest; warns if not the backbone), the pool and the cache dir."""
-    generator = resolve_generator(models)
-    gdir = local_dir(generator.name)
-    pool = restrict(load_pool(Path(cfg.instructions) if cfg.instructions else None), cfg.kinds)
-    cache = cache_dir or (Path(cfg.cache_dir) if cfg.cache_dir else out / CACHE_DIR)
-    return LabelJob(out, cfg, generator, str(gdir) if gdir else None, pool, cache, backend)
-
-
-def select_seeds(seeds: list[dict[str, Any]], cfg: LabelConfig) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Seed rows to label, in input order, and how many were skipped by which rule: `split` (no
-    `split` field, or one listed in params) then `speaker_cap` (at most `max_clips_per_speaker`
-    per speaker, the first ones in a per-(seed, clip) hash order; clips without a speaker are
-    never capped)."""
-    rows = [s for s in seeds if s.get("split") is None or s["split"] in cfg.splits]
-    skipped = {"split": len(seeds) - len(rows), "speaker_cap": 0}
-    if cfg.max_clips_per_speaker is None:
-        return rows, skipped
-    by_speaker: dict[str, list[dict[str, Any]]] = {}
-    for s in rows:
-        if s.get("speaker"):
-            by_speaker.setdefault(s["speaker"], []).append(s)
-    dropped: set[str] = set()
-    for clips in by_speaker.values():
-        ranked = sorted(clips, key=lambda s: hashlib.sha256(f"{cfg.seed}\x00{s['id']}".encode()).hexdigest())
-        dropped |= {s["id"] for s in ranked[cfg.max_clips_per_speaker:]}
-    skipped["speaker_cap"] = len(dropped)
-    return [s for s in rows if s["id"] not in dropped], skipped
-
-
-def plan_units(seeds: list[dict[str, Any]], job: LabelJob) -> list[Unit]:
-    """Items in input order (k instructions per clip), cut into units of about `shard_rows` rows."""
-    k = job.cfg.instructions_per_clip
-    clips, _ = select_seeds(seeds, job.cfg)
-    per_unit = max(1, job.cfg.shard_rows // k)
-    units = []
-    for n, start in enumerate(range(0, len(clips), per_unit)):
-        items = []
-        for seed in clips[start : start + per_unit]:
-            slim = {f: seed.get(f) for f in _SEED_FIELDS}
-            for j, ins in enumerate(draw(job.pool, slim, job.cfg.seed, k)):
-                items.append(Item(row_id(seed["id"], j), j, slim, ins))
-        units.append(Unit(f"label-{n:06d}", tuple(items)))
-    return units
-
-
-def plan_batches(requests: list[Request], length: Callable[[Request], int], batch_size: int) -> list[list[Request]]:
-    """Length-bucketed batches: sort by (prompt length, key), cut every batch_size (see module doc)."""
-    unique = list({r.key: r for r in requests}.values())
-    ordered = sorted(unique, key=lambda r: (length(r), r.key))
-    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
 def _generate(job: LabelJob, cache: ResponseCache, requests: list[Request], result: UnitResult,
@@ -292,7 +131,7 @@ def _seeds_digest(units: list[Unit]) -> str:
     for u in units:
         for it in u.items:
             if it.index == 0:
-                h.update(json.dumps([it.seed[f] for f in _SEED_FIELDS[:5]], ensure_ascii=False).encode() + b"\n")
+                h.update(json.dumps([it.seed[f] for f in SEED_FIELDS[:5]], ensure_ascii=False).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -336,8 +175,7 @@ def _clean(directory: Path, keep: set[str]) -> None:
             p.unlink(missing_ok=True)
 
 
-def finalize(job: LabelJob, units: list[Unit], results: list[UnitResult], wall_seconds: float,
-             skipped: dict[str, int] | None = None) -> dict[str, Any]:
+def finalize(job: LabelJob, units: list[Unit], results: list[UnitResult], wall_seconds: float) -> dict[str, Any]:
     """After every unit: stale shards go, provenance and stats are written; returns the stats."""
     keep = {f"{u.name}.jsonl" for u in units}
     _clean(job.out / SHARD_DIR, keep)
@@ -345,7 +183,7 @@ def finalize(job: LabelJob, units: list[Unit], results: list[UnitResult], wall_s
     (job.out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     atomic_write_text(job.out / SHARD_DIR / PROVENANCE, json.dumps(provenance(job, units), indent=2) + "\n")
     stats = summarize(results, wall_seconds)
-    skipped = skipped or {}
+    skipped = job.skipped
     stats |= {"clips": sum(1 for u in units for it in u.items if it.index == 0),
               "clips_skipped_by_split": skipped.get("split", 0),
               "clips_skipped_by_speaker_cap": skipped.get("speaker_cap", 0),
@@ -397,17 +235,22 @@ def summarize(results: list[UnitResult], wall_seconds: float) -> dict[str, Any]:
     }
 
 
+# How the units of a job are run: in this process one after another (`desta label`), or as Prefect
+# tasks on a task runner (flows/label.py); either returns one result per unit, in unit order.
+MapUnits = Callable[[list[Unit], LabelJob, Progress], list[UnitResult]]
+
+
+def run_in_process(units: list[Unit], job: LabelJob, on_progress: Progress) -> list[UnitResult]:
+    return [run_unit(u, job, on_progress) for u in units]
+
+
 def label(seeds: list[dict[str, Any]], out: Path, cfg: LabelConfig, models: ModelsConfig,
-          cache_dir: Path | None = None, backend: Backend | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Run every unit in-process (one writer per output dir); returns the stats."""
+          cache_dir: Path | None = None, backend: Backend | None = None, show_progress: bool = True,
+          map_units: MapUnits = run_in_process) -> dict[str, Any]:
+    """The one label driver (one writer per output dir): plan the units, run them with `map_units`,
+    then write provenance and stats; returns the stats."""
     t0 = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out / ".label.lock"), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise RuntimeError(f"another `desta label` is writing to {out}") from None
-    try:
+    with one_writer(out, "label"):
         job = prepare_job(out, cfg, models, cache_dir, backend)
         try:
             units = plan_units(seeds, job)
@@ -418,10 +261,7 @@ def label(seeds: list[dict[str, Any]], out: Path, cfg: LabelConfig, models: Mode
                     tokens[0] += toks
                     advance(rows, **{"tok/s": f"{tokens[0] / max(time.perf_counter() - t0, 1e-9):.0f}"})
 
-                results = [run_unit(u, job, on_progress) for u in units]
-            _, skipped = select_seeds(seeds, cfg)
-            return finalize(job, units, results, time.perf_counter() - t0, skipped)
+                results = map_units(units, job, on_progress)
+            return finalize(job, units, results, time.perf_counter() - t0)
         finally:
             job.close()
-    finally:
-        lock.release()

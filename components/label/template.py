@@ -12,7 +12,9 @@ import json
 
 TEMPLATE_VERSION = "label-v1"
 
-# A labelling system prompt lifts answer quality for small generators (DESIGN.md, measured).
+# A labelling system prompt lifts answer quality for small generators. Measured with SmolLM2-135M on
+# espeak seeds: answers naming the right gender 31 % -> 45 % (the wrong one 9 % -> 7 %), answers
+# mentioning the speaking speed 23 % -> 41 %.
 SYSTEM_PROMPT = (
     "You are an expert listener. You will be told what can be heard in an audio clip: the spoken "
     "words and how the voice sounds (emotion, gender, pitch, volume, speaking speed), or the kind "

@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from components.console import fail
+
 console = Console(stderr=True)
 
 
@@ -44,14 +46,12 @@ def lineage_command(
     from components.lineage.digests import find_root, remote_config
 
     if bool(model_version) == bool(run_id):
-        console.print("[bold red]error:[/] give a MODEL_VERSION or --run-id (one of them)")
-        raise typer.Exit(2)
+        fail("give a MODEL_VERSION or --run-id (one of them)", 2)
     url, endpoint = remote_config(find_root())
     try:
         chain = walk(model_version, run_id, name or _default_name(params), remote or url, endpoint, check_remote)
     except ValueError as err:
-        console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(2) from None
+        fail(str(err), 2)
     if as_json:
         print(json.dumps(chain.as_dict(), indent=2))
     else:

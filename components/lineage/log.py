@@ -37,7 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from components.lineage.digests import Digest, compute, find_root, producers, read_lock, remote_config, remote_uri
+from components.lineage.digests import compute, find_root, producers, read_lock, remote_config, remote_uri
 
 LINEAGE_VERSION = "1"
 OUT_TAG = "desta.lineage.out."  # + repo path -> md5 of that output when the run logged it

@@ -14,85 +14,24 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from components.audio import read_audio_ref
 from components.config import ModelConfig
-from components.label.generator import local_dir  # noqa: F401 -- one resolver for local/hub-cached models
+from components.measure import looks_like_speech, measure
 from components.model import prompt as P
+from components.model.backbones import CONFIG_FILE, FORMAT, WEIGHTS_FILE, DestaSpec, LossOutput, load_backbones  # noqa: F401 -- DestaSpec, LossOutput: the model's public types
 from components.model.encoder import audio_key, log_mel, tapped_states, valid_frames
+from components.model.official import official_parts
 from components.model.qformer import Connector
+from components.modeldir import backbone_digest
 from components.precision import resolve as resolve_precision
-
-FORMAT = "desta-pipeline/1"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-_FULL_HASH_LIMIT = 2 << 30  # backbone files above this are fingerprinted by name + size only
-
-
-@dataclass(frozen=True)
-class DestaSpec:
-    """What to build: the two frozen backbones (hub ids or directories) and the connector's shape."""
-
-    whisper: str
-    llm: str
-    model: ModelConfig
-
-    @classmethod
-    def from_profile(cls, profile: Any) -> DestaSpec:
-        return cls(profile.models.whisper, profile.models.llm, profile.model)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"whisper": self.whisper, "llm": self.llm, "model": self.model.model_dump(mode="json")}
-
-
-class LossOutput(NamedTuple):  # a named tuple: DeepSpeed ZeRO-3 hooks see its tensors
-    loss: torch.Tensor  # mean negative log-likelihood over the response tokens
-    tokens: int  # response tokens scored
-    row_logprob: torch.Tensor  # (B,) summed log-probability of each row's response
-
-
-def backbone_digest(name: str) -> str:
-    """sha256 over a backbone's config and weight files (large ones by name + size)."""
-    d = local_dir(name)
-    h = hashlib.sha256()
-    if d is None:
-        h.update(f"unresolved:{name}".encode())
-        return h.hexdigest()
-    files = sorted(p for p in d.iterdir() if p.suffix in {".json", ".safetensors", ".bin"} and p.name != "desta-source.json")
-    total = sum(p.stat().st_size for p in files)
-    for p in files:
-        h.update(p.name.encode())
-        if p.suffix == ".json" or total <= _FULL_HASH_LIMIT:
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    h.update(block)
-        else:
-            h.update(str(p.stat().st_size).encode())
-    return h.hexdigest()
-
-
-def load_backbones(whisper: str, llm: str, precision: str = "bf16", with_decoder: bool = True):
-    """(WhisperForConditionalGeneration, causal LM, LLM tokenizer, Whisper processor); offline-safe.
-
-    Without the decoder (training), Whisper's decoder and output projection are dropped.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer, WhisperForConditionalGeneration, WhisperProcessor
-
-    w = WhisperForConditionalGeneration.from_pretrained(whisper, dtype=torch.float32).eval()
-    processor = WhisperProcessor.from_pretrained(whisper)
-    if not with_decoder:
-        del w.model.decoder, w.proj_out
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    lm = AutoModelForCausalLM.from_pretrained(llm, dtype=dtype).eval()
-    tok = AutoTokenizer.from_pretrained(llm)
-    return w, lm, tok, processor
 
 
 class DestaModel(nn.Module):
@@ -215,9 +154,6 @@ class DestaModel(nn.Module):
     @torch.no_grad()
     def transcribe(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
         """Whisper's own transcript (greedy); '' where it hears no speech (as `desta seeds` decides)."""
-        from components.seeds.attributes import measure
-        from components.seeds.run import looks_like_speech
-
         if not hasattr(self.whisper.model, "decoder") or not hasattr(self.processor, "batch_decode"):
             raise ValueError("transcripts needed but this model was built without Whisper's decoder/tokenizer")
         texts: list[str] = []
@@ -260,8 +196,6 @@ class DestaModel(nn.Module):
     def _inputs(self, audios: Sequence[Sequence[Any]] | None, messages: Sequence[Sequence[dict]],
                 data_root: str | Path | None) -> tuple[list[np.ndarray], list[str]]:
         """Flatten each row's clips (arrays, or references read from data_root) and their transcripts."""
-        from components.ingest.shards import read_audio_ref
-
         wavs: list[np.ndarray] = []
         texts: list[str | None] = []
         for i, msgs in enumerate(messages):
@@ -384,9 +318,10 @@ class DestaModel(nn.Module):
         path = Path(path)
         config = json.loads((path / CONFIG_FILE).read_text())
         if config.get("model_type") == "desta25":
-            from components.model.official import load_official
-
-            return load_official(path, whisper=whisper, llm=llm, precision=precision or "bf16", with_decoder=with_decoder)
+            spec, state = official_parts(path, config, whisper, llm)
+            model = cls.from_backbones(spec, precision or "bf16", with_decoder)
+            model.load_trainable(state, source=f"{path} (official layout)")
+            return model
         if config.get("format") != FORMAT:
             raise ValueError(f"{path}: not a DeSTA model export (format {config.get('format')!r})")
         spec = DestaSpec(whisper or config["whisper"], llm or config["llm"], ModelConfig(**config["model"]))

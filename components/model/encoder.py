@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from components.modeldir import user_cache
+
 POSITIONS = 1500  # encoder positions in Whisper's 30 s window
 SAMPLES_PER_POSITION = 320  # 160-sample mel hop x conv stride 2 at 16 kHz
 
@@ -103,6 +105,4 @@ class EncoderCache:
 
 def default_cache_root() -> Path:
     """Beside the prepared models: $DESTA_CACHE/encoder-states (default ~/.cache/desta)."""
-    from components.embedded.prepare import CACHE_ENV
-
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "desta")) / "encoder-states"
+    return user_cache("encoder-states")

@@ -12,11 +12,11 @@ Q-Former's heads follow from the encoder, as in its `QformerConnector`:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from components.config import LoraConfig, ModelConfig
+from components.model.backbones import WEIGHTS_FILE, DestaSpec
 
 # QformerConnector's table (encoder model id -> 0-based target layer ids).
 TARGET_LAYER_IDS = {
@@ -69,19 +69,13 @@ def map_official_keys(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_official(path: Path, whisper: str | None = None, llm: str | None = None, precision: str = "bf16",
-                  with_decoder: bool = True):
-    """A DestaModel from an official release directory (config.json + model.safetensors).
-
-    `whisper`/`llm` override the backbones it names (e.g. local copies of the same models)."""
+def official_parts(path: Path, config: dict[str, Any], whisper: str | None = None,
+                   llm: str | None = None) -> tuple[DestaSpec, dict[str, Any]]:
+    """(spec, trainable weights in this model's names) of an official release directory (config.json +
+    model.safetensors); `whisper`/`llm` override the backbones it names (e.g. local copies of the same models)."""
     from safetensors.torch import load_file
 
-    from components.model.desta import WEIGHTS_FILE, DestaModel, DestaSpec
-
-    config = json.loads((path / "config.json").read_text())
     whisper = whisper or config.get("encoder_model_id", "openai/whisper-large-v3")
     llm = llm or config.get("llm_model_id", "DeSTA-ntu/Llama-3.1-8B-Instruct")
     spec = DestaSpec(whisper, llm, official_model_config(config, whisper))
-    model = DestaModel.from_backbones(spec, precision, with_decoder)
-    model.load_trainable(map_official_keys(load_file(str(path / WEIGHTS_FILE))), source=f"{path} (official layout)")
-    return model
+    return spec, map_official_keys(load_file(str(path / WEIGHTS_FILE)))

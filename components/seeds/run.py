@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,20 +10,20 @@ from typing import Any
 
 import torch
 
+from components import measure as A
 from components.atomic import atomic_write_text
+from components.audio import audio_ref, read_audio_ref
 from components.config import SeedsConfig
-from components.ingest.run import MANIFEST, read_jsonl
-from components.ingest.shards import read_audio_ref
+from components.measure import looks_like_speech
 from components.progress import progress_bar
-from components.seeds import attributes as A
+from components.records import MANIFEST, SEED_SHARD_DIR, SEED_SHARD_GLOB, read_jsonl
 from components.seeds.describe import sound_description, speech_description
 from components.seeds.split import assign_splits
 from components.seeds.transcribe import Transcriber
+from components.text import wer
+from components.vocab import LEVELS, SPEEDS
 
-SHARD_DIR = "shards"
-SHARD_GLOB = "seeds-*.jsonl"
 REPORT = "report.json"
-_TAGS = re.compile(r"[\[(][^\])]*[\])]")
 
 
 @dataclass
@@ -33,20 +31,6 @@ class Clip:
     row: dict[str, Any]
     ref: str
     wav: torch.Tensor
-
-
-def audio_ref(manifest_dir: Path, data_root: Path, row: dict[str, Any]) -> str:
-    """The clip's reference relative to the data root: `<shard path>/<id>.flac`."""
-    shard = (manifest_dir / row["shard"]).resolve()
-    root = data_root.resolve()
-    if not shard.is_relative_to(root):
-        raise ValueError(f"ingest output {manifest_dir} is not under the data root {data_root}")
-    return f"{os.path.relpath(shard, root)}/{row['id']}.flac"
-
-
-def looks_like_speech(transcript: str, measured: A.Measured) -> bool:
-    """Whisper found words (not just tags like "(music)") in audio with voiced frames."""
-    return bool(_TAGS.sub("", transcript).strip(" .,!?-")) and measured.voiced_seconds >= 0.2
 
 
 def _attributes(meta: dict[str, Any], m: A.Measured, transcript: str, cfg: SeedsConfig) -> dict[str, dict]:
@@ -61,10 +45,10 @@ def _attributes(meta: dict[str, Any], m: A.Measured, transcript: str, cfg: Seeds
     elif A.gender_from_pitch(m.pitch_hz):
         out["Gender"] = {"value": A.gender_from_pitch(m.pitch_hz), "source": "measured"}
     measured = {
-        "Pitch": (meta.get("pitch"), m.pitch_hz, cfg.pitch_hz_edges, A.LEVELS),
-        "Volume": (meta.get("volume"), m.loudness_db, cfg.volume_dbfs_edges, A.LEVELS),
+        "Pitch": (meta.get("pitch"), m.pitch_hz, cfg.pitch_hz_edges, LEVELS),
+        "Volume": (meta.get("volume"), m.loudness_db, cfg.volume_dbfs_edges, LEVELS),
         "Speaking speed": (
-            meta.get("speaking_speed"), A.words_per_second(transcript, m.voiced_seconds), cfg.speed_wps_edges, A.SPEEDS,
+            meta.get("speaking_speed"), A.words_per_second(transcript, m.voiced_seconds), cfg.speed_wps_edges, SPEEDS,
         ),
     }
     for name, (given, value, edges, words) in measured.items():
@@ -150,7 +134,7 @@ def build_seeds(
 
 
 def _write_shards(out_dir: Path, rows: list[dict[str, Any]], shard_rows: int) -> None:
-    out_dir = out_dir / SHARD_DIR
+    out_dir = out_dir / SEED_SHARD_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     names = []
     for n, start in enumerate(range(0, len(rows), shard_rows)):
@@ -158,21 +142,13 @@ def _write_shards(out_dir: Path, rows: list[dict[str, Any]], shard_rows: int) ->
         text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows[start : start + shard_rows])
         atomic_write_text(out_dir / name, text)
         names.append(name)
-    for stale in out_dir.glob(SHARD_GLOB):  # fewer rows than last time: old tail shards go
+    for stale in out_dir.glob(SEED_SHARD_GLOB):  # fewer rows than last time: old tail shards go
         if stale.name not in names:
             stale.unlink()
 
 
-def read_seeds(seeds_dir: Path) -> list[dict[str, Any]]:
-    """All seed rows of a seeds output directory (or one JSONL file), in order."""
-    files = [seeds_dir] if seeds_dir.is_file() else sorted((seeds_dir / SHARD_DIR).glob(SHARD_GLOB))
-    return [r for f in files for r in read_jsonl(f)]
-
-
 def seeds_report(rows: list[dict[str, Any]], cfg: SeedsConfig) -> dict[str, Any]:
     """Counts, Whisper WER on clips with a known transcript, and measured-vs-truth agreement."""
-    from components.evaluate.scorers import wer
-
     kinds = Counter(r["kind"] for r in rows)
     splits = Counter(r["split"] for r in rows)
     known = [r for r in rows if r["transcript_source"] == "metadata" and r["whisper_transcript"] is not None]
@@ -185,11 +161,11 @@ def seeds_report(rows: list[dict[str, Any]], cfg: SeedsConfig) -> dict[str, Any]
     agreement: dict[str, dict] = {}
     for field, truth_key, fn in (
         ("Gender", None, lambda r: A.gender_from_pitch(r["measured"]["pitch_hz"])),
-        ("Pitch", "pitch", lambda r: A.bucket(r["measured"]["pitch_hz"], cfg.pitch_hz_edges, A.LEVELS)
+        ("Pitch", "pitch", lambda r: A.bucket(r["measured"]["pitch_hz"], cfg.pitch_hz_edges, LEVELS)
          if r["measured"]["pitch_hz"] else None),
-        ("Volume", "volume", lambda r: A.bucket(r["measured"]["loudness_db"], cfg.volume_dbfs_edges, A.LEVELS)
+        ("Volume", "volume", lambda r: A.bucket(r["measured"]["loudness_db"], cfg.volume_dbfs_edges, LEVELS)
          if r["measured"]["loudness_db"] is not None else None),
-        ("Speaking speed", "speed", lambda r: A.bucket(w, cfg.speed_wps_edges, A.SPEEDS)
+        ("Speaking speed", "speed", lambda r: A.bucket(w, cfg.speed_wps_edges, SPEEDS)
          if (w := A.words_per_second(r["transcript"] or "", r["measured"]["voiced_seconds"])) else None),
     ):
         pairs = [((r["attributes"]["Gender"]["value"] if truth_key is None else r["synth"][truth_key]), fn(r))

@@ -7,12 +7,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn, Optional, TextIO
+from typing import Optional, TextIO
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
+from components.console import fail
 from components.stack import manager
 from components.stack.config import StackConfig, data_dir_from_env
 from components.stack.env import client_env
@@ -28,11 +28,6 @@ out = Console()
 err = Console(stderr=True)
 
 DataDirOpt = typer.Option(None, "--data-dir", help="State, logs and sqlite dbs (env DESTA_STACK_DIR, default ./.stack).")
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _progress(message: str, stream: TextIO | None = None) -> None:
@@ -67,14 +62,14 @@ def up(
             dvc_bucket=dvc_bucket, mlflow_bucket=mlflow_bucket, pool=pool, timeout=timeout,
         )
     except ValueError as e:
-        _fail(str(e), code=2)
+        fail(str(e), code=2)
     # SIGTERM becomes SystemExit, so `up` still stops what it started (it cleans up on any BaseException).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     t0 = time.perf_counter()
     try:
         state, started = manager.up(cfg, log=_progress)
     except (manager.StackError, ValueError, OSError) as e:
-        _fail(str(e))
+        fail(str(e))
     if started:
         out.print(f"[green]stack up[/] in {time.perf_counter() - t0:.1f} s (data dir {cfg.data_dir})", highlight=False)
     else:
@@ -95,7 +90,7 @@ def down(
     try:
         was_up = manager.down(data_dir, timeout, log=lambda m: _progress(m, sys.stdout))
     except (ValueError, OSError) as e:
-        _fail(str(e))
+        fail(str(e))
     if was_up:
         out.print("[green]stack down[/] (moto's in-memory buckets and objects are gone)", highlight=False)
     else:
@@ -108,9 +103,9 @@ def status(data_dir: Optional[Path] = DataDirOpt) -> None:  # noqa: UP045
     try:
         state = manager.load(data_dir)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     if state is None:
-        _fail(f"stack is not up (no state file in {data_dir_from_env(data_dir)})")
+        fail(f"stack is not up (no state file in {data_dir_from_env(data_dir)})")
     rows = manager.status(state)
     out.print(f"desta stack in {config_of(state).data_dir}", highlight=False)
     for r in rows:
@@ -130,9 +125,9 @@ def env_cmd(data_dir: Optional[Path] = DataDirOpt) -> None:  # noqa: UP045
     try:
         state = manager.load(data_dir)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     if state is None:
-        _fail(f"stack is not up (no state file in {data_dir_from_env(data_dir)})")
+        fail(f"stack is not up (no state file in {data_dir_from_env(data_dir)})")
     print("# moto accepts any AWS credentials: dummy ones are only added when none are set (not secrets)")
     print("\n".join(_exports(state)))
 

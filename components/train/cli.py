@@ -1,7 +1,6 @@
-"""`desta train`: DeepSpeed ZeRO training of the DeSTA connector on DeSTA-AQA5M rows.
+"""`desta train`: DeepSpeed ZeRO training of the DeSTA connector on DeSTA-AQA5M rows (components/train/launch.py).
 
-Wire into the main CLI with `app.command("train")(train_command)` (components/cli.py); runnable on
-its own as `python -m components.train.cli`.
+Runnable on its own as `python -m components.train.cli`.
 """
 
 from __future__ import annotations
@@ -12,15 +11,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
+from components.console import ParamsOpt, console, fail
+from components.stage import data_dir
 
 
 def train_command(
     rows: Optional[Path] = typer.Option(None, "--in", help="AQA rows: a .jsonl or a directory (default: <data.root>/label)."),  # noqa: UP045
     out: Optional[Path] = typer.Option(None, help="Output dir (default: <data.root>/train): model/, checkpoints/, metrics."),  # noqa: UP045
-    params: Optional[Path] = typer.Option(None, "--params", help="params.yaml to use (default: ./params.yaml or $DESTA_PARAMS)."),  # noqa: UP045
+    params: Optional[Path] = ParamsOpt,  # noqa: UP045
     fresh: bool = typer.Option(False, help="Drop existing checkpoints and start over (default: resume the same run)."),
     track: bool = typer.Option(True, help="Log the run to MLflow (rank 0) and register the model."),
     encoder_cache: Optional[Path] = typer.Option(None, help="Encoder-state cache dir (default: $DESTA_CACHE/encoder-states)."),  # noqa: UP045
@@ -32,19 +31,16 @@ def train_command(
     try:
         p = load_params(params)
     except ConfigError as err:
-        console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(1) from None
+        fail(str(err))
     prof = p.active
-    root = Path(prof.data.root)
-    rows, out = rows or root / "label", out or root / "train"
+    rows, out = data_dir(prof, rows, "label"), data_dir(prof, out, "train")
     t0 = time.perf_counter()
     console.print(f"[cyan]train:[/] {prof.train.ranks} x {prof.train.device} ranks, {prof.train.deepspeed_config}, "
                   f"{prof.train.precision}; rows {rows} -> {out}")
     try:
         result = train(prof, p.profile, rows, out, track=track, fresh=fresh, encoder_cache=encoder_cache)
     except TrainError as err:
-        console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(1) from None
+        fail(str(err))
     m = result.metrics
     if result.skipped:
         console.print(f"[green]train[/] already done for these params and rows: {result.model_dir}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from components.ingest.shards import _index, read_audio_ref, split_ref
+from components.audio import read_audio_ref, shard_members, split_ref
 from components.model import prompt as P
 from components.model.encoder import EncoderCache, audio_key, valid_frames
 
@@ -83,7 +83,7 @@ def check_audio(rows: Sequence[dict[str, Any]], data_root: Path) -> None:
             try:
                 shard, member = split_ref(data_root, str(ref))
                 # the shard's member index (read once per shard and cached by the shards module)
-                if member not in _index(shard, shard.stat().st_mtime_ns):
+                if member not in shard_members(shard, shard.stat().st_mtime_ns):
                     raise KeyError(member)
             except (ValueError, OSError, KeyError, tarfile.TarError):
                 missing.append(f"{row['id']}: {ref}")

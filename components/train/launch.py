@@ -126,8 +126,8 @@ def prepare(prof: Profile, profile_name: str, rows_path: Path, out: Path, *, tra
 
     whisper_digest = None
     if prof.train.encoder_cache:
-        from components.model.desta import backbone_digest
         from components.model.encoder import default_cache_root
+        from components.modeldir import backbone_digest
 
         whisper_digest = backbone_digest(prof.models.whisper)
         encoder_cache = Path(encoder_cache or default_cache_root())

@@ -26,7 +26,7 @@ BUCKET = 5e8  # DeepSpeed's default reduce/allgather bucket (elements)
 
 
 def backbone_config(name: str) -> dict[str, Any]:
-    from components.model.desta import local_dir
+    from components.modeldir import local_dir
 
     d = local_dir(name)
     if d is not None and (d / "config.json").is_file():

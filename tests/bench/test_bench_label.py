@@ -18,8 +18,9 @@ from components.config import ModelsConfig, load_profile
 from components.label.backends.hf import HFBackend
 from components.label.cache import CACHE_FILE
 from components.label.choices import SUFFIX
-from components.label.run import label, plan_units, prepare_job
+from components.label.run import label
 from components.label.template import generator_messages
+from components.label.units import plan_units, prepare_job
 from tests.components.label.helpers import seed_rows
 
 pytestmark = pytest.mark.bench

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from components.config import LabelConfig
-from components.label.backends.base import Backend, Completion, Request
+from components.label.backends.base import DEVICES, Backend, Completion, Request, engine_tag
 from components.precision import resolve as resolve_precision
 
-__all__ = ["Backend", "Completion", "Request", "engine_tag", "make_backend"]
+__all__ = ["Backend", "Completion", "Request", "expected_engine", "make_backend"]
 
 
-def engine_tag(cfg: LabelConfig) -> str:
-    """The backend's numerics tag (in every cache key), known without loading the backend."""
-    if cfg.backend == "openai":
-        return "openai"
-    device = "cuda" if cfg.backend == "vllm" else "cpu"  # vllm runs on GPUs; hf here on the CPU
-    return f"{cfg.backend}/{resolve_precision(cfg.precision, device)}"
+def expected_engine(cfg: LabelConfig) -> str:
+    """The engine tag the configured backend will report, known without loading it (a run that is all
+    cache hits never loads a model); the backend checks it once loaded (LabelJob.backend)."""
+    if cfg.backend not in DEVICES:  # a server: its numerics are not ours to resolve
+        return engine_tag(cfg.backend)
+    return engine_tag(cfg.backend, resolve_precision(cfg.precision, DEVICES[cfg.backend]))
 
 
 def make_backend(cfg: LabelConfig, model: str, model_dir: str | None) -> Backend:

@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+# Where each backend runs: its precision is resolved for that device (components/precision.py).
+DEVICES = {"hf": "cpu", "vllm": "cuda"}
+
+
+def engine_tag(backend: str, precision: str | None = None) -> str:
+    """The numerics a backend generates with, in every cache key: `hf/bf16`, `vllm/fp32`, or the bare
+    name of a backend whose numerics are a server's (`openai`, precision None)."""
+    return backend if precision is None else f"{backend}/{precision}"
+
 
 @dataclass(frozen=True)
 class Request:

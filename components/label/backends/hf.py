@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessor
 
-from components.label.backends.base import Completion, Request
+from components.label.backends.base import Completion, Request, engine_tag
 from components.precision import resolve as resolve_precision
 
 
@@ -57,7 +57,7 @@ class HFBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         precision = resolve_precision(precision)
-        self.engine = f"hf/{precision}"
+        self.engine = engine_tag("hf", precision)
         self.stats: dict[str, int] = {}
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.tokenizer.padding_side = "left"  # decoder-only: new tokens follow the prompt directly

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from components.label.backends.base import Completion, Request
+from components.label.backends.base import Completion, Request, engine_tag
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -34,7 +34,7 @@ class OpenAIBackend:
 
     def __init__(self, base_url: str, model: str, concurrency: int = 4, timeout: float = 120.0,
                  max_attempts: int = 5, api_key: str | None = None, backoff: float = 0.5) -> None:
-        self.engine = "openai"
+        self.engine = engine_tag("openai")
         self.model = model
         self.concurrency = concurrency
         self.stats: dict[str, int] = {"http_requests": 0, "http_retries": 0}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.label.backends.base import Completion, Request
+from components.label.backends.base import Completion, Request, engine_tag
 
 
 class VLLMBackend:
@@ -13,7 +13,7 @@ class VLLMBackend:
             from vllm import LLM, SamplingParams
         except ImportError as err:
             raise ImportError("label.backend 'vllm' needs the vllm package (a GPU machine): pip install vllm") from err
-        self.engine = f"vllm/{precision}"
+        self.engine = engine_tag("vllm", precision)
         self.stats: dict[str, int] = {}
         self._params = SamplingParams
         self.llm = LLM(model=model, dtype="bfloat16" if precision == "bf16" else "float32", seed=seed, **engine_kwargs)

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from components.atomic import atomic_dir
-from components.embedded import prepare
+from components import modeldir
 from components.embedded.prepare import READY, EmbeddedModel, prepare_model
 
 
 @pytest.fixture()
 def calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    monkeypatch.setenv(prepare.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(modeldir.CACHE_ENV, str(tmp_path / "cache"))
     return []
 
 

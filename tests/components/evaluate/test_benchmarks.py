@@ -167,7 +167,7 @@ def test_speech_ifeval_run_with_text_reference(tiny, data_root: Path, tmp_path: 
 def test_cli_runs_benchmark_and_reports_bad_rows(tiny, data_root: Path, tmp_path: Path) -> None:
     from components.cli import app
     from components.audio import load_audio
-    from components.evaluate.mcq import mcq_prompt
+    from components.vocab import mcq_prompt
     from components.evaluate.run import audio_messages
 
     model_dir = tiny.save_pretrained(tmp_path / "model")  # the CLI loads it for real (from_pretrained)

@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 
 from components.cli import app
 from components.config import apply_overrides, load_params
-from components.evaluate.mcq import build_mcq, mcq_prompt
+from components.evaluate.mcq import build_mcq
 from components.evaluate.run import METRICS, PLOT_ACCURACY, PLOT_GENDER, PREDICTIONS, TextOnly, audio_messages, evaluate_model
 from components.ingest.run import MANIFEST, read_jsonl
 from components.model import DestaModel, DestaSpec
+from components.vocab import mcq_prompt
 from tests.components.model.realdata import build_corpus
 
 SOUNDS = ("bell", "camera-shutter", "complete", "message", "dialog-warning")
@@ -88,7 +89,7 @@ def test_evaluate_model_outputs_and_batched_scoring(evaluated, heldout, model: D
 
     # The model hears Whisper's transcript, not the corpus's.
     speech = [s for s in seeds if s["kind"] == "speech"]
-    from components.ingest.shards import read_audio_ref
+    from components.audio import read_audio_ref
 
     heard = model.transcribe([read_audio_ref(root, s["audio"])[0] for s in speech])
     by_audio = {p["audio"]: p["heard"] for p in preds}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from components.evaluate.mcq import build_mcq, mcq_prompt
+from components.evaluate.mcq import build_mcq
+from components.vocab import mcq_prompt
 from components.evaluate.mmau import score_mmau
 
 

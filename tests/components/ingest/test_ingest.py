@@ -16,7 +16,7 @@ from components.ingest.decode import Limits
 from components.ingest.directory import prepare_directory
 from components.ingest.lhotse_source import prepare_lhotse
 from components.ingest.run import MANIFEST, QUARANTINE, ingest, read_jsonl
-from components.ingest.shards import read_audio_ref
+from components.audio import read_audio_ref
 
 SPEECH = Path("/usr/share/asterisk/sounds/en_US_f_Allison/auth-thankyou.wav")  # 8 kHz, "Thank you."
 LONGER = Path("/usr/share/asterisk/sounds/en_US_f_Allison/agent-pass.wav")

@@ -7,8 +7,8 @@ import pytest
 
 from components.config import LabelConfig
 from components.label import attributes, filters
-from components.label.run import select_seeds
-from components.seeds.attributes import LEVELS, SPEEDS
+from components.label.units import select_seeds
+from components.vocab import LEVELS, SPEEDS
 
 SEED = ("[00:00-00:02] Agent logged in. (Emotion: Neutral, Gender: Female, Pitch: High, Volume: Very high, "
         "Speaking speed: Slow, Duration: 2s)")

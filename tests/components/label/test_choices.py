@@ -6,9 +6,15 @@ from collections import Counter
 
 import pytest
 
-from components.evaluate.mcq import MCQ_SUFFIX
-from components.label.choices import CHOICES, QUESTIONS, SUFFIX, choice_row, stated_option
+from components.label.choices import (
+    CHOICES,
+    QUESTIONS,
+    SUFFIX,
+    choice_row,
+    stated_option,
+)
 from components.label.rows import ROW_KEYS
+from components.vocab import MCQ_SUFFIX
 
 
 def _seed(i: int) -> dict:

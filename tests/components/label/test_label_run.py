@@ -152,7 +152,8 @@ def test_units_fan_out_like_label(tmp_path: Path, models: ModelsConfig, hf_backe
     import pickle
     from concurrent.futures import ThreadPoolExecutor
 
-    from components.label.run import finalize, plan_units, prepare_job, run_unit
+    from components.label.run import finalize, run_unit
+    from components.label.units import plan_units, prepare_job
 
     seeds = seed_rows(9)
     label(seeds, tmp_path / "a", label_cfg(), models, backend=hf_backend, show_progress=False)

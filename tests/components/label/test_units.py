@@ -14,11 +14,11 @@ import yaml
 
 from components.config import ConfigError, LabelConfig, parse_params
 from components.label import filters
+from components.label.backends import Request
 from components.label.cache import Cached, ResponseCache, cache_key
 from components.label.pool import DEFAULT_POOL, draw, eligible, load_pool, restrict
 from components.label.rows import ROW_KEYS, aqa_row, read_seed_rows, row_id
-from components.label.run import plan_batches
-from components.label.backends import Request
+from components.label.units import plan_batches
 from tests.components.label.helpers import seed_rows, write_jsonl
 
 PAPER_KINDS = {"describe", "summarise", "emotion", "gender", "pitch", "speed", "volume", "sound_event",

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from components.lineage import log_stage_lineage
 from components.tracking import stage_run
 
 EXPERIMENT = os.environ.get("TOY_EXPERIMENT", "lineage-toy")
@@ -31,7 +32,7 @@ def ingest() -> None:
     _write(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     _write(out / "corpus_card.md", "# Corpus card\n\nSources of this ingest run: `/raw/speech`, `/raw/sounds`.\n")
     with stage_run("ingest", EXPERIMENT) as run:
-        run.log_lineage()
+        log_stage_lineage(run, "ingest")
 
 
 def seeds() -> None:
@@ -40,7 +41,7 @@ def seeds() -> None:
            "".join(json.dumps({"id": r["id"], "seed_description": f"[00:00-00:01] {r['id']}"}) + "\n" for r in rows))
     _write(Path("data/seeds/shards/seeds-000001.jsonl"), "")
     with stage_run("seeds", EXPERIMENT) as run:
-        run.log_lineage()
+        log_stage_lineage(run, "seeds")
 
 
 def label() -> None:
@@ -53,16 +54,16 @@ def label() -> None:
             "seeds": {"clips": 5, "sha256": hashlib.sha256(seeds_text.encode()).hexdigest()}}
     _write(shards / "provenance.json", json.dumps(prov, indent=2))
     with stage_run("label", EXPERIMENT) as run:
-        run.log_lineage()
+        log_stage_lineage(run, "label")
 
 
 def train() -> None:
     with stage_run("train", EXPERIMENT) as run:  # like the real worker: the run opens before training
-        run.log_lineage()
+        log_stage_lineage(run, "train")
         model = Path("data/train/model")
         _write(model / "weights.safetensors", "weights " + Path("data/label/shards/shard-000000.jsonl").read_text())
         run.log_artifact(model, "model")
-        run.log_lineage()  # again once the model exists, as the real worker does: its digest for evaluate
+        log_stage_lineage(run, "train")  # again once the model exists, as the real worker does: its digest for evaluate
         version = run.register_model("model", MODEL)
         _write(Path("data/train/run.json"), json.dumps({"mlflow_run_id": run.run_id, "registered_version": version}))
 
@@ -71,7 +72,7 @@ def evaluate() -> None:
     _write(Path("data/evaluate/predictions.jsonl"), Path("data/seeds/shards/seeds-000000.jsonl").read_text())
     version = json.loads(Path("data/train/run.json").read_text())["registered_version"]
     with stage_run("evaluate", EXPERIMENT, tags={"desta.model_version": version}) as run:
-        run.log_lineage()
+        log_stage_lineage(run, "evaluate")
         _write(Path("data/evaluate/run_id"), run.run_id)
 
 

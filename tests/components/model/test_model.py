@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from components.config import LoraConfig, load_params
-from components.ingest.shards import read_audio_ref
+from components.audio import read_audio_ref
 from components.model import DestaModel, DestaSpec
 from components.model import prompt as P
 from components.model.encoder import EncoderCache, audio_key, tapped_states

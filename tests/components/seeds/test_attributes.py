@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from components.audio import load_audio
-from components.seeds.attributes import gender_from_pitch, measure, words_per_second
+from components.measure import gender_from_pitch, measure, words_per_second
 
 TEXT = "The train to the city leaves at seven in the morning."
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from components.seeds.attributes import LEVELS, SPEEDS, bucket
+from components.measure import bucket
+from components.vocab import LEVELS, SPEEDS
 from components.seeds.describe import sound_description, speech_description, timestamp
 
 

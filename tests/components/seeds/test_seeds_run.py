@@ -15,8 +15,9 @@ from components.evaluate.scorers import wer
 from components.ingest.decode import Limits
 from components.ingest.directory import prepare_directory
 from components.ingest.run import ingest
-from components.ingest.shards import read_audio_ref
-from components.seeds.run import build_seeds, read_seeds
+from components.audio import read_audio_ref
+from components.records import read_seeds
+from components.seeds.run import build_seeds
 from tests.conftest import VENV_BIN
 
 ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")

@@ -1,16 +1,18 @@
-"""Attributes measured from the signal, and the paper's words for them."""
+"""Attributes measured from the signal (duration, voiced time, F0, loudness) and the words for them.
+
+Shared by `desta seeds` (which describes every clip with them) and the model's own transcripts
+(`DestaModel.transcribe` keeps Whisper's text only where `desta seeds` would call the clip speech)."""
 
 from __future__ import annotations
 
 import math
+import re
 from bisect import bisect_right
 from dataclasses import dataclass
 
 import torch
 import torchaudio.functional as AF
 
-LEVELS = ["Very low", "Low", "Medium", "High", "Very high"]
-SPEEDS = ["Very slow", "Slow", "Medium", "Fast", "Very fast"]
 FRAME = 400  # 25 ms at 16 kHz
 # Median F0 under this is read as a male voice; a crude but measurable guess used only when
 # metadata does not give the gender (its agreement with espeak truth is reported by `desta seeds`).
@@ -70,3 +72,11 @@ def gender_from_pitch(pitch_hz: float | None) -> str | None:
 def words_per_second(transcript: str, voiced_seconds: float) -> float | None:
     words = len(transcript.split())
     return words / voiced_seconds if words and voiced_seconds > 0 else None
+
+
+_TAGS = re.compile(r"[\[(][^\])]*[\])]")
+
+
+def looks_like_speech(transcript: str, measured: Measured) -> bool:
+    """Whisper found words (not just tags like "(music)") in audio with voiced frames."""
+    return bool(_TAGS.sub("", transcript).strip(" .,!?-")) and measured.voiced_seconds >= 0.2

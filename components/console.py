@@ -1,0 +1,33 @@
+"""What every `desta` command shares on the terminal: the stderr console, the one error line, the
+`--params` option and the active profile (a bad params.yaml is an error line naming the key)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from components.config import Profile
+
+console = Console(stderr=True)
+ParamsOpt = typer.Option(None, "--params", help="params.yaml to use (default: ./params.yaml or $DESTA_PARAMS).")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One error line on stderr (never wrapped, markup in the message shown as is), then exit `code`."""
+    console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def load_profile(params: Path | None) -> Profile:
+    """The active profile of params.yaml, or an error line naming what is wrong."""
+    from components.config import ConfigError, load_params
+
+    try:
+        return load_params(params).active
+    except ConfigError as err:
+        fail(str(err))

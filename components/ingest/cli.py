@@ -1,0 +1,56 @@
+"""`desta ingest`: decode, check and shard the configured sources (components/ingest/run.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from components.console import ParamsOpt, console, fail, load_profile
+from components.stage import data_dir, log_stage
+
+
+def ingest_command(
+    source: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--source", help="'embedded', a directory, a lhotse recordings manifest or an AQA .jsonl; repeatable."
+    ),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default: <data.root>/ingest)."),  # noqa: UP045
+    data_root: Optional[Path] = typer.Option(None, help="Root that manifest/JSONL audio paths are relative to."),  # noqa: UP045
+    workers: Optional[int] = typer.Option(None, help="Decoder processes (default: params ingest.workers)."),  # noqa: UP045
+    params: Optional[Path] = ParamsOpt,  # noqa: UP045
+    track: bool = typer.Option(True, help="Log the run to MLflow."),
+) -> None:
+    """Decode, check and convert audio to 16 kHz mono tar shards; rejects go to quarantine.jsonl."""
+    from components.atomic import atomic_write_text
+    from components.ingest.decode import Limits
+    from components.ingest.embedded import EspeakSettings, corpus_card
+    from components.ingest.run import QUARANTINE, STATS
+    from components.ingest.run import ingest as run_ingest
+    from components.ingest.sources import resolve_sources
+
+    prof = load_profile(params)
+    cfg = prof.ingest
+    sources = source or cfg.sources
+    out = data_dir(prof, out, "ingest")
+    t0 = time.perf_counter()
+    try:
+        cands = resolve_sources(sources, data_root, EspeakSettings(**cfg.embedded.model_dump()))
+    except (ValueError, OSError) as err:
+        fail(str(err))
+    limits = Limits(cfg.min_duration, cfg.max_duration, cfg.silence_dbfs, prof.data.sample_rate)
+    report = run_ingest(cands, out, limits, cfg.shard_max_mb * 2**20, workers or cfg.workers)
+    seconds = time.perf_counter() - t0
+    atomic_write_text(out / "corpus_card.md", corpus_card(sources))
+    stats = report.as_dict()
+    reasons = ", ".join(f"{k}: {v}" for k, v in stats["quarantined_by_reason"].items()) or "none"
+    console.print(
+        f"[green]ingest[/] accepted {stats['accepted']}, quarantined {stats['quarantined']} ({reasons}), "
+        f"total {stats['total']} inputs; decoded {report.decoded}, reused {report.reused}; "
+        f"{stats['accepted_audio_seconds']:.0f} s of audio in {seconds:.1f} s -> {out}"
+    )
+    if track:
+        metrics = stats | {"decoded": report.decoded, "reused": report.reused, "wall_seconds": seconds}
+        log_stage("ingest", prof, {"ingest": cfg.model_dump(mode="json")}, metrics=metrics,
+                  artifacts=[out / STATS, out / QUARANTINE, out / "corpus_card.md"])

@@ -1,0 +1,44 @@
+"""`desta seeds`: a seed description per accepted clip (components/seeds/run.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from components.console import ParamsOpt, console, fail, load_profile
+from components.stage import data_dir, log_stage
+
+
+def seeds_command(
+    ingested: Optional[Path] = typer.Option(None, "--in", help="Ingest output dir (default: <data.root>/ingest)."),  # noqa: UP045
+    out: Optional[Path] = typer.Option(None, help="Output dir (default: <data.root>/seeds)."),  # noqa: UP045
+    params: Optional[Path] = ParamsOpt,  # noqa: UP045
+    track: bool = typer.Option(True, help="Log the run to MLflow."),
+) -> None:
+    """Write a seed description for every accepted clip (Whisper transcripts + measured attributes)."""
+    from components.seeds.run import REPORT, build_seeds
+
+    prof = load_profile(params)
+    ingested, out = data_dir(prof, ingested, "ingest"), data_dir(prof, out, "seeds")
+    t0 = time.perf_counter()
+    try:
+        report = build_seeds(ingested, Path(prof.data.root), out, prof.models.whisper, prof.seeds,
+                             prof.evaluate.heldout_fraction)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    seconds = time.perf_counter() - t0
+    wers, agreement = report["whisper_wer_on_known_transcripts"], report["measured_vs_espeak_settings"]
+    wer = ", ".join(f"{k} {v['wer']:.3f} (n={v['n']})" for k, v in wers.items())
+    agree = ", ".join(f"{k} {v['agree']}" for k, v in agreement.items())
+    console.print(
+        f"[green]seeds[/] {report['clips']} clips ({report['speech']} speech, {report['sound']} sound) in "
+        f"{seconds:.1f} s -> {out}; split {report['split']}\n  whisper WER: {wer or 'n/a'}\n  measured vs espeak settings: {agree or 'n/a'}"
+    )
+    if track:
+        metrics = {f"wer.{k}": v["wer"] for k, v in wers.items()}
+        metrics |= {f"agree.{k.replace(' ', '_')}": v["agree"] for k, v in agreement.items()}
+        log_stage("seeds", prof, {"seeds": prof.seeds.model_dump(mode="json")},
+                  metrics=metrics | {"clips": report["clips"], "wall_seconds": seconds}, artifacts=[out / REPORT])

@@ -1,0 +1,30 @@
+"""The attribute and question vocabulary shared by seeds, label and evaluate.
+
+Seeds describe a clip with these words (the paper's seed-description fields), the labeller's
+choice rows ask these questions, and the evaluation's multiple-choice questions use the same
+wording and options, so a label row and a test question about one attribute read alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LEVELS = ["Very low", "Low", "Medium", "High", "Very high"]
+SPEEDS = ["Very slow", "Slow", "Medium", "Fast", "Very fast"]
+
+SYSTEM = "Focus on the audio clips and instruction."
+MCQ_SUFFIX = "Choose one of the options without any explanation."
+
+QUESTIONS = {
+    "Gender": ("What is the gender of the speaker?", ["Male", "Female"], "easy"),
+    "Pitch": ("How would you describe the pitch of the speaker's voice?", LEVELS, "medium"),
+    "Speaking speed": ("How fast is the speaker talking?", SPEEDS, "medium"),
+    "Volume": ("How loud is the speech in the recording?", LEVELS, "medium"),
+}
+SAID = "What did the speaker say?"
+CATEGORY = "What sound event is heard in this recording?"
+
+
+def mcq_prompt(row: dict[str, Any]) -> str:
+    """The user prompt (after the audio): question, the choices, and the paper's MCQ instruction."""
+    return f"{row['question']} Choices: {', '.join(row['choices'])}. {MCQ_SUFFIX}"

@@ -1,0 +1,128 @@
+"""`desta`, composed on top: every component command (components/cli.py) plus the flow commands,
+`retrain` (the Prefect flow over the DVC stages) and `run` (the main job, with the local stack's env)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from components.cli import app
+from components.config import ConfigError
+from components.console import console, fail, load_profile
+
+
+@app.command()
+def retrain(
+    set_: Optional[list[str]] = typer.Option(None, "--set", "-S", help="Override a param: key.path=value (repeatable)."),  # noqa: UP045
+    push: bool = typer.Option(True, help="Push DVC outputs to the remote at the end (if one is configured)."),
+    always_flow: bool = typer.Option(
+        False, "--always-flow", help="Run the Prefect flow even when every stage is up to date (records the no-op in MLflow)."
+    ),
+) -> None:
+    """Run the Prefect retrain flow: every DVC stage in order, skipping up-to-date ones.
+
+    When `dvc status` shows nothing to do (and no --set), the flow is not started: see flows/noop.py.
+    """
+    result = _retrain(set_ or [], push, always_flow)
+    _print_result(result)
+
+
+def _retrain(overrides: list[str], push: bool, always_flow: bool) -> dict:
+    """The flow's result, or the no-op fast path's; every failure becomes a clear one-line error."""
+    from flows.dvc import DvcError
+    from flows.noop import finish_noop, up_to_date
+    from flows.services import ServiceUnavailable, check_prefect
+
+    t0 = time.perf_counter()
+    root = Path.cwd()
+    try:
+        if not overrides and not always_flow and up_to_date(root):
+            result = finish_noop(root, push)
+        else:
+            if os.environ.get("PREFECT_API_URL"):
+                check_prefect(os.environ["PREFECT_API_URL"])  # else each API call retries for minutes
+            from flows.retrain import retrain as retrain_flow
+
+            result = retrain_flow(overrides=overrides, push=push, cwd=str(root))
+    except (ConfigError, DvcError, ServiceUnavailable) as err:
+        fail(str(err))
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def _print_result(result: dict) -> None:
+    for r in result["stages"]:
+        console.print(f"[green]{r['stage']}[/] {r['status']}" + (f" in {r['seconds']:.0f} s" if r["status"] == "ran" else ""))
+    if result["noop"]:
+        console.print(f"[green]retrain[/] nothing to do: every stage is up to date (dvc status), checked in "
+                      f"{result['seconds']:.1f} s; flow not started, nothing logged (--always-flow to record it); "
+                      f"pushed: {result['pushed']}")
+        return
+    console.print(f"[green]retrain[/] done in {result['seconds']:.0f} s; MLflow run {result['run_id']} "
+                  f"({_run_url(result)}); pushed: {result['pushed']}")
+
+
+def _run_url(result: dict) -> str:
+    """A link to the run in the MLflow UI for a tracking server, else the store URI."""
+    uri = result.get("tracking_uri") or ""
+    if uri.startswith(("http://", "https://")) and result.get("experiment_id"):
+        return f"{uri.rstrip('/')}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}"
+    return uri
+
+
+def _use_stack() -> bool:
+    """Export the client env of a running local stack (./.stack or $DESTA_STACK_DIR) unless one is already set."""
+    from components.stack import client_env, load, status
+    from components.stack.state import config_of
+
+    if os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get("DESTA_DVC_REMOTE_URL"):
+        return True  # the caller chose (e.g. `eval "$(desta stack env)"`): keep it
+    try:
+        state = load()
+    except ValueError:
+        state = None
+    if state is None or not all(r.running and r.healthy for r in status(state)):
+        return False
+    os.environ.update(client_env(config_of(state)))
+    return True
+
+
+@app.command()
+def run(
+    push: bool = typer.Option(True, help="Push DVC outputs to the stack's S3 remote at the end."),
+) -> None:
+    """The main job on the embedded default: the retrain flow over every stage, then a short summary.
+
+    Uses the local stack when it is up (MLflow server, S3 remote, Prefect server); without it, MLflow
+    goes to the local sqlite store, nothing is pushed, and Prefect starts a temporary server.
+    """
+    if not _use_stack():
+        console.print("[yellow]warning:[/] the local stack is not up (`desta stack up`): MLflow logs to the local "
+                      "sqlite store, no DVC remote to push to, Prefect starts a temporary server")
+    result = _retrain([], push, always_flow=False)
+    _print_result(result)
+    root = Path(load_profile(None).data.root)
+    metrics = root / "evaluate" / "metrics.json"
+    if metrics.is_file():
+        data = json.loads(metrics.read_text())
+        keys = ("mcq_accuracy", "mcq_forced_choice_accuracy", "transcript_wer", "if_rate_audio", "forgetting_rate")
+        console.print("[green]evaluate[/] " + ", ".join(f"{k} {data.get(k)}" for k in keys if k in data))
+    else:
+        console.print(f"[yellow]no evaluation metrics yet ({metrics})[/]")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
