@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-import components.label.run as run_mod
+import components.label.units as units_mod
 from components.config import ModelsConfig
 from components.label.attributes import seed_value
 from components.label.choices import CHOICES, SUFFIX
@@ -77,7 +77,7 @@ def test_cache_noop_incremental_and_decoding_change(tmp_path: Path, models: Mode
     assert first["generated_by_attempt"][0] == 10
 
     # Re-run: a no-op that never even loads a model.
-    monkeypatch.setattr(run_mod, "make_backend", lambda *a, **k: pytest.fail("model loaded on a no-op re-run"))
+    monkeypatch.setattr(units_mod, "make_backend", lambda *a, **k: pytest.fail("model loaded on a no-op re-run"))
     again = label(seeds, out, label_cfg(), models, show_progress=False)
     assert again["generated"] == 0 and again["cache_hits"] == again["requests"] == first["requests"]
     assert shard_bytes(out) == before
