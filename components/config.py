@@ -80,7 +80,7 @@ class SeedsConfig(Section):
 class LabelConfig(Section):
     """Self-generated labelling (components/label): decoding, retries, backends, shards, cache."""
 
-    backend: Literal["hf", "vllm", "openai"] = "hf"
+    backend: Literal["hf", "ct2", "vllm", "openai"] = "hf"
     instructions_per_clip: int = Field(1, ge=1)
     # Instruction pool (JSONL); None = the versioned pool shipped in components/label/data.
     instructions: str | None = None
@@ -108,7 +108,9 @@ class LabelConfig(Section):
     # response is the option it states, options shuffled (components/label/choices.py, #7).
     choice_rows: bool = False
     precision: Literal["bf16", "fp32"] = "bf16"  # hf: bf16 autocast over fp32 weights; vllm: dtype
-    threads: int | None = Field(None, ge=1)  # hf: torch threads while generating; None = torch's default
+    threads: int | None = Field(None, ge=1)  # hf/ct2: threads while generating; None = the engine's default
+    # ct2 (CTranslate2 on the CPU): float32 = the hf backend's fp32 text; int8 quantises at load time
+    compute_type: Literal["float32", "int8", "int8_float32"] = "float32"
     shard_rows: int = Field(256, ge=1)  # output rows per shard = one independent unit of work
     cache_dir: str | None = None  # response cache; None = <out>/cache
     openai_base_url: str | None = None

@@ -23,7 +23,7 @@ CACHE_ENV = "DESTA_CACHE"
 _FULL_HASH_LIMIT = 2 << 30  # backbone files above this are fingerprinted by name + size only
 # Files that decide what the generator writes: weights, config, tokenizer, chat template.
 _DIGEST_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json", ".jinja", ".model", ".txt")
-_NOT_DIGESTED = {"desta-source.json"}  # holds a machine-specific cache path
+_NOT_DIGESTED = {"desta-source.json", "desta-ct2.json"}  # they hold a machine-specific cache path
 _MEMO: dict[tuple[str, int, int], str] = {}
 
 

@@ -92,18 +92,38 @@ def prepare_model(spec: EmbeddedModel, models_dir: Path, log: Callable[[str], No
             log(f"preparing {spec.name} from {spec.package}=={version} (once; cached in {cached})")
             spec.convert(src, cached)
             atomic_write_text(cached / READY, json.dumps(info, indent=2) + "\n")
-    link = models_dir / spec.name
-    if link.is_symlink() or link.exists():
-        if link.resolve() == cached.resolve():
-            return info
-        if not link.is_symlink():
-            raise FileExistsError(f"{link} exists and is not a link to the prepared model; move it away")
-        link.unlink()
-    models_dir.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(cached)
+    _link(models_dir / spec.name, cached)
     return info
 
 
+def _link(link: Path, cached: Path) -> None:
+    """models_dir/<name> -> its prepared copy in the cache (a link to an older copy is replaced)."""
+    if link.is_symlink() or link.exists():
+        if link.resolve() == cached.resolve():
+            return
+        if not link.is_symlink():
+            raise FileExistsError(f"{link} exists and is not a link to the prepared model; move it away")
+        link.unlink()
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(cached)
+
+
+def prepare_ct2(llm: dict, models_dir: Path, log: Callable[[str], None] = print) -> dict:
+    """The CTranslate2 copy of a prepared LLM (the `ct2` label backend's engine), linked as `<name>-ct2`."""
+    from components.embedded.ct2_llm import READY as CT2_READY
+    from components.embedded.ct2_llm import convert_ct2_llm, ct2_dir
+
+    hf_dir = models_dir / llm["name"]
+    if not (ct2_dir(hf_dir) / CT2_READY).is_file():
+        log(f"converting {llm['name']} to CTranslate2 (once; cached in {ct2_dir(hf_dir)})")
+    cached = convert_ct2_llm(hf_dir)
+    name = f"{llm['name']}-ct2"
+    _link(models_dir / name, cached)
+    return {**llm, "name": name, "path": str(cached)}
+
+
 def prepare_all(models_dir: Path, log: Callable[[str], None] = print) -> list[dict]:
-    """Prepare every embedded model; returns one info dict per model (name, version, digest, path)."""
-    return [prepare_model(spec, models_dir, log) for spec in EMBEDDED]
+    """Prepare every embedded model and the LLM's CTranslate2 copy; one info dict per model (name,
+    source package, version, digest of the source, path)."""
+    infos = [prepare_model(spec, models_dir, log) for spec in EMBEDDED]
+    return infos + [prepare_ct2(next(i for i in infos if i["name"] == "smollm2-135m-instruct"), models_dir, log)]

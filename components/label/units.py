@@ -77,7 +77,7 @@ class LabelJob:
         self._backend = backend
         self._owns_backend = backend is None
         self._lock = threading.Lock()  # units on a thread runner share one backend
-        self.engine = backend.engine if backend is not None else expected_engine(cfg)
+        self.engine = backend.engine if backend is not None else expected_engine(cfg, generator_dir)
         self.skipped: dict[str, int] = {}  # seeds left out by `select_seeds`, counted once by `plan_units`
 
     def __getstate__(self) -> dict[str, Any]:

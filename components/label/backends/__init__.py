@@ -1,4 +1,5 @@
-"""Generation backends: `hf` (embedded default), `vllm` (GPU, imported only when chosen), `openai` (HTTP)."""
+"""Generation backends: `hf` (embedded default), `ct2` (CTranslate2, CPU), `vllm` (GPU, imported only when
+chosen), `openai` (HTTP)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ from components.precision import resolve as resolve_precision
 __all__ = ["Backend", "Completion", "Request", "expected_engine", "make_backend"]
 
 
-def expected_engine(cfg: LabelConfig) -> str:
+def expected_engine(cfg: LabelConfig, model_dir: str | None = None) -> str:
     """The engine tag the configured backend will report, known without loading it (a run that is all
     cache hits never loads a model); the backend checks it once loaded (LabelJob.backend)."""
+    if cfg.backend == "ct2":
+        from components.label.backends.ct2 import ct2_engine
+
+        if model_dir is None:
+            raise FileNotFoundError("the ct2 backend needs a local copy of the generator")
+        return ct2_engine(model_dir, cfg.compute_type)
     if cfg.backend not in DEVICES:  # a server: its numerics are not ours to resolve
         return engine_tag(cfg.backend)
     return engine_tag(cfg.backend, resolve_precision(cfg.precision, DEVICES[cfg.backend]))
@@ -25,6 +32,12 @@ def make_backend(cfg: LabelConfig, model: str, model_dir: str | None) -> Backend
         if model_dir is None:
             raise FileNotFoundError(f"the hf backend needs a local copy of {model!r}")
         return HFBackend(model_dir, precision=cfg.precision, threads=cfg.threads)
+    if cfg.backend == "ct2":
+        from components.label.backends.ct2 import CT2Backend
+
+        if model_dir is None:
+            raise FileNotFoundError(f"the ct2 backend needs a local copy of {model!r}")
+        return CT2Backend(model_dir, compute_type=cfg.compute_type, threads=cfg.threads)
     if cfg.backend == "vllm":
         from components.label.backends.vllm import VLLMBackend
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +32,17 @@ class Completion:
     finish: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
     prompt_tokens: int
     completion_tokens: int
+
+
+def completion(tokens: list[int], limit: int, prompt_tokens: int, eos_ids: Collection[int],
+               decode: Callable[[list[int]], str]) -> Completion:
+    """A local engine's generated ids as a Completion: cut to the row's own limit, stopped at the first end
+    token (counted, as a server counts it), decoded without special tokens."""
+    tokens = tokens[:limit]  # a row with a smaller limit than its batch's is cut to its own
+    stop = next((i for i, t in enumerate(tokens) if t in eos_ids), None)
+    body = tokens if stop is None else tokens[:stop]
+    return Completion(decode(body).strip(), "stop" if stop is not None else "length", int(prompt_tokens),
+                      len(body) + (stop is not None))
 
 
 class Backend(Protocol):

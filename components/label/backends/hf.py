@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessor
 
-from components.label.backends.base import Completion, Request, engine_tag
+from components.label.backends.base import Completion, Request, completion, engine_tag
 from components.precision import resolve as resolve_precision
-
 
 
 class RowSampler(LogitsProcessor):
@@ -101,15 +100,11 @@ class HFBackend:
                 torch.set_num_threads(prev)
         new = out[:, enc["input_ids"].shape[1]:].tolist()
         prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-        return [self._completion(toks, r.max_new_tokens, n) for toks, r, n in zip(new, requests, prompt_lens)]
+        return [completion(toks, r.max_new_tokens, n, self.eos_ids, self._decode)
+                for toks, r, n in zip(new, requests, prompt_lens)]
 
-    def _completion(self, tokens: list[int], limit: int, prompt_tokens: int) -> Completion:
-        tokens = tokens[:limit]  # a row with a smaller limit than the batch's is cut to its own
-        stop = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
-        body = tokens if stop is None else tokens[:stop]
-        text = self.tokenizer.decode(body, skip_special_tokens=True).strip()
-        finish = "stop" if stop is not None else "length"
-        return Completion(text, finish, int(prompt_tokens), len(body) + (stop is not None))
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def close(self) -> None:
         self.model = None
