@@ -80,10 +80,10 @@ def test_label_with_ct2_regenerates_and_records_its_engine(tmp_path: Path, model
     from components.label.run import PROVENANCE, STATS, label
 
     seeds, cache = seed_rows(6), tmp_path / "cache"
-    hf = label(seeds, tmp_path / "hf", label_cfg(), models, cache_dir=cache, backend=hf_backend, show_progress=False)
+    label(seeds, tmp_path / "hf", label_cfg(), models, cache_dir=cache, backend=hf_backend, show_progress=False)
     stats = label(seeds, tmp_path / "ct2", label_cfg(backend="ct2"), models, cache_dir=cache, backend=ct2,
                   show_progress=False)
-    assert stats["cache_hits"] == 0 and stats["generated"] == hf["generated"]  # another engine: nothing reused
+    assert stats["cache_hits"] == 0 and stats["generated"] == stats["requests"] > 0  # another engine: nothing reused
     assert stats["engine"] == ct2.engine and stats["backend"] == "ct2"
     prov = json.loads((tmp_path / "ct2" / "shards" / PROVENANCE).read_text())
     assert prov["engine"] == ct2.engine
