@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 # Where each backend runs: its precision is resolved for that device (components/precision.py).
 DEVICES = {"hf": "cpu", "vllm": "cuda"}
@@ -43,6 +43,12 @@ def completion(tokens: list[int], limit: int, prompt_tokens: int, eos_ids: Colle
     body = tokens if stop is None else tokens[:stop]
     return Completion(decode(body).strip(), "stop" if stop is not None else "length", int(prompt_tokens),
                       len(body) + (stop is not None))
+
+
+def eos_ids(generation_config: Any, tokenizer: Any) -> set[int]:
+    """The ids that end an answer: the generation config's (one or a list), else the tokenizer's."""
+    eos = generation_config.eos_token_id if generation_config.eos_token_id is not None else tokenizer.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos])
 
 
 class Backend(Protocol):

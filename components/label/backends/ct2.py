@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from components.label.backends.base import Completion, Request, completion, engine_tag
+from components.label.backends.base import Completion, Request, completion, engine_tag, eos_ids
 
 COMPUTE_TYPES = ("float32", "int8", "int8_float32")
 
@@ -26,9 +26,13 @@ COMPUTE_TYPES = ("float32", "int8", "int8_float32")
 def ct2_engine(model_dir: str | Path, compute_type: str) -> str:
     """`ct2/<compute type>/<digest of the converted model>`: the converted weights are part of the cache key."""
     from components.embedded.ct2_llm import convert_ct2_llm
+
+    return _engine(convert_ct2_llm(Path(model_dir)), compute_type)
+
+
+def _engine(converted: Path, compute_type: str) -> str:
     from components.modeldir import weights_digest
 
-    converted = convert_ct2_llm(Path(model_dir))
     return engine_tag("ct2", f"{compute_type}/{weights_digest(converted).removeprefix('sha256:')[:16]}")
 
 
@@ -43,14 +47,13 @@ class CT2Backend:
 
         if compute_type not in COMPUTE_TYPES:
             raise ValueError(f"label.compute_type must be one of {', '.join(COMPUTE_TYPES)}, not {compute_type!r}")
-        self.engine = ct2_engine(model_dir, compute_type)
+        converted = convert_ct2_llm(Path(model_dir))
+        self.engine = _engine(converted, compute_type)
         self.stats: dict[str, int] = {"static_prompt_tokens": 0, "sampled_on_hf_fp32": 0}
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.generator = ctranslate2.Generator(str(convert_ct2_llm(Path(model_dir))), device="cpu",
-                                               compute_type=compute_type, intra_threads=threads or 0)
-        gen_cfg = GenerationConfig.from_pretrained(str(model_dir))
-        eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else self.tokenizer.eos_token_id
-        self.eos_ids = sorted(set(eos if isinstance(eos, list) else [eos]))
+        self.generator = ctranslate2.Generator(str(converted), device="cpu", compute_type=compute_type,
+                                               intra_threads=threads or 0)
+        self.eos_ids = sorted(eos_ids(GenerationConfig.from_pretrained(str(model_dir)), self.tokenizer))
         self._static: list[str] | None = None  # the longest head every prompt so far shares
         self._model_dir, self._threads = Path(model_dir), threads
         self._sampler: Any = None  # the hf backend for sampled rows, loaded on first use

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessor
 
-from components.label.backends.base import Completion, Request, completion, engine_tag
+from components.label.backends.base import Completion, Request, completion, engine_tag, eos_ids
 from components.precision import resolve as resolve_precision
 
 
@@ -67,8 +67,7 @@ class HFBackend:
         self.autocast = precision == "bf16"
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
         gen_cfg = self.model.generation_config
-        eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else self.tokenizer.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.eos_ids = eos_ids(gen_cfg, self.tokenizer)
         self.threads = threads
         self._lock = threading.Lock()  # one generate at a time: threads share the cores anyway
 
