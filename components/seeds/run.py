@@ -19,7 +19,7 @@ from components.progress import progress_bar
 from components.records import MANIFEST, SEED_SHARD_DIR, SEED_SHARD_GLOB, read_jsonl
 from components.seeds.describe import sound_description, speech_description
 from components.seeds.split import assign_splits
-from components.seeds.transcribe import Transcriber
+from components.model.transcribe import make_transcriber
 from components.text import wer
 from components.vocab import LEVELS, SPEEDS
 
@@ -92,7 +92,7 @@ def build_seeds(
     for idx in given.values():
         need += sorted(idx, key=lambda i: clips[i].row["id"])[: cfg.report_clips_per_dataset]
     need.sort()
-    transcriber = Transcriber(whisper_dir, cfg.whisper_batch_size)
+    transcriber = make_transcriber(cfg.engine, whisper_dir, cfg.whisper_batch_size)
     with progress_bar("seeds: whisper", total=len(need), enabled=show_progress, unit="clips") as advance:
         heard = transcriber([clips[i].wav.numpy() for i in need], on_batch=advance)
     whisper = dict(zip(need, heard))
@@ -128,7 +128,7 @@ def build_seeds(
     for row, split in zip(out_rows, assign_splits(out_rows, test_fraction, cfg.split_seed)):
         row["split"] = split
     _write_shards(out_dir, out_rows, cfg.shard_rows)
-    report = seeds_report(out_rows, cfg)
+    report = seeds_report(out_rows, cfg) | {"whisper_engine": transcriber.engine}  # e.g. ct2/int8_float32
     atomic_write_text(out_dir / REPORT, json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
 

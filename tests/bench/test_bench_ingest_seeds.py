@@ -12,7 +12,7 @@ from components.ingest.decode import Limits
 from components.ingest.embedded import EspeakSettings, default_cache, embedded_candidates
 from components.ingest.run import MANIFEST, ingest, read_jsonl
 from components.audio import read_audio_ref
-from components.seeds.transcribe import Transcriber
+from components.model.transcribe import Transcriber
 
 pytestmark = pytest.mark.bench
 

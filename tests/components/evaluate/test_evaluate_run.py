@@ -97,17 +97,23 @@ def test_evaluate_model_outputs_and_batched_scoring(evaluated, heldout, model: D
 
 
 def test_progress_bar_reaches_every_row(evaluated, heldout) -> None:
-    """The bar counts every row sent through a model (transcripts, answers and option scores with and
+    """The bar counts every row sent through a model (transcripts, clips encoded, questions with and
     without audio, IF with audio and as text) and ends at its total: no phase runs unseen."""
     _, seeds = heldout
     questions, test = build_mcq(seeds), [s for s in seeds if s["split"] == "test"]
-    total = (len({s["audio"] for s in test}) + 2 * len(questions)
-             + 2 * sum(len(q["choices"]) for q in questions) + 2 * len(test))
+    total = 2 * len({s["audio"] for s in test}) + 2 * len(questions) + 2 * len(test)
     last = evaluated[2].strip().splitlines()[-1]
     assert last.startswith("evaluate") and f" {total}/{total} " in last and "phase=IF text" in last
 
 
-def test_batched_scoring_equals_one_row_at_a_time(heldout, evaluated, repo: Path) -> None:
+@pytest.fixture(scope="module")
+def fp32(repo: Path, embedded_models) -> DestaModel:
+    torch.manual_seed(0)
+    return DestaModel.from_backbones(DestaSpec.from_profile(load_params(repo / "params.yaml").profiles["tiny"]),
+                                     precision="fp32")
+
+
+def test_batched_scoring_equals_one_row_at_a_time(heldout, evaluated, fp32: DestaModel) -> None:
     """Mixed batches (several clips, prompts and option lengths, padding) score every row as if it
     were alone: checked in fp32, where batching changes nothing but summation order. (In bf16,
     oneDNN's shape-dependent blocking moves option scores by up to ~0.5 nats.)"""
@@ -116,9 +122,6 @@ def test_batched_scoring_equals_one_row_at_a_time(heldout, evaluated, repo: Path
     picks = [next(p for p in preds if p["sub-category"] == sub) for sub in ("Pitch", "Sound category", "What was said")]
     rows = [(p, c) for p in picks for c in p["choices"]]
     msgs = [audio_messages(mcq_prompt(p), p["audio"], p["heard"]) for p, _ in rows]
-    torch.manual_seed(0)
-    fp32 = DestaModel.from_backbones(DestaSpec.from_profile(load_params(repo / "params.yaml").profiles["tiny"]),
-                                     precision="fp32")
     batched = fp32.response_logprobs(None, msgs, [c for _, c in rows], batch_size=32, data_root=root)
     alone = [fp32.response_logprobs(None, [m], [c], batch_size=1, data_root=root)[0] for m, (_, c) in zip(msgs, rows)]
     assert batched == pytest.approx(alone, abs=2e-3)
@@ -167,3 +170,53 @@ def test_evaluate_cli_writes_dvc_outputs_and_fails_clearly(tmp_path: Path, repo:
     metrics = json.loads((tmp_path / "eval" / METRICS).read_text())
     assert metrics["questions"] == 6
     assert len((tmp_path / "eval" / PREDICTIONS).read_text().splitlines()) == 6
+
+
+def test_one_context_pass_gives_the_answers_and_scores_of_separate_passes(heldout, evaluated, fp32: DestaModel) -> None:
+    """The evaluation runs each question's context once (components/model/decode.py): its greedy answer
+    is `generate`'s, token for token, and each option's score is the full-sequence score, with audio
+    (DestaModel.generate / response_logprobs) and text only (TextOnly). Checked in fp32."""
+    from components.evaluate.ask import Asker
+    from components.vocab import SYSTEM
+
+    root, _ = heldout
+    preds = [json.loads(line) for line in (evaluated[0] / PREDICTIONS).read_text().splitlines()]
+    picks = [next(p for p in preds if p["sub-category"] == sub) for sub in ("Pitch", "Sound category", "What was said")]
+    picks += preds[:5]  # rows of several lengths: left padding in the shared batch
+    msgs = [audio_messages(mcq_prompt(p), p["audio"], p["heard"]) for p in picks]
+    prompts = [mcq_prompt(p) for p in picks]
+    asker = Asker(fp32, root, batch_size=8)
+    asker.hear([p["audio"] for p in picks])
+    answers, scores = asker.ask(lambda lo, hi: asker.audio_context(msgs[lo:hi]), len(msgs), 16,
+                                options=[asker.option_ids(p["choices"], eos=True) for p in picks])
+    assert answers == fp32.generate(None, msgs, max_new_tokens=16, batch_size=8, data_root=root)
+    for p, m, got in zip(picks, msgs, scores):
+        alone = fp32.response_logprobs(None, [m] * len(p["choices"]), p["choices"], batch_size=1, data_root=root)
+        assert got == pytest.approx(alone, abs=2e-3)
+    prior = TextOnly(fp32.llm, fp32.tokenizer, bf16=False)
+    answers, scores = asker.ask(lambda lo, hi: asker.text_context(SYSTEM, prompts[lo:hi]), len(prompts), 32,
+                                options=[asker.option_ids(p["choices"], eos=False) for p in picks])
+    assert answers == prior.generate(prompts, batch_size=8)
+    for p, q, got in zip(picks, prompts, scores):
+        assert got == pytest.approx(prior.logprobs([q] * len(p["choices"]), p["choices"], batch_size=1), abs=2e-3)
+
+
+def test_instruction_following_stops_once_settled_with_the_same_verdicts(heldout, fp32: DestaModel) -> None:
+    """IF answers end as soon as their verdict cannot change: the verdicts are those of the full
+    answers, and fewer tokens are generated."""
+    from components.evaluate.ask import Asker
+    from components.evaluate.ifeval import IF_PROMPTS, if_check, if_settled
+
+    root, seeds = heldout
+    items = [(s, IF_PROMPTS[i % len(IF_PROMPTS)]) for i, s in enumerate(seeds)]
+    msgs = [audio_messages(p["prompt"], s["audio"], s.get("transcript") or "") for s, p in items]
+    asker = Asker(fp32, root, batch_size=4)
+    asker.hear([s["audio"] for s, _ in items])
+
+    def run(settled):
+        return asker.ask(lambda lo, hi: asker.audio_context(msgs[lo:hi]), len(msgs), 64, settled=settled)[0]
+
+    full, short = run(None), run(lambda r, text: if_settled(items[r][1], text))
+    assert [if_check(p, t) for (_, p), t in zip(items, short)] == [if_check(p, t) for (_, p), t in zip(items, full)]
+    assert all(f.startswith(s) for f, s in zip(full, short))
+    assert sum(map(len, short)) < sum(map(len, full))

@@ -1,0 +1,120 @@
+"""One prefill of a batch of contexts, then greedy answers and option scores from its KV cache.
+
+The same steps as `transformers.generate` (greedy, left-padded batch, positions from the attention
+mask, logits of the last position only), so the answers are the ones `generate` gives; what changes
+is that the context is run once for everything asked of it. Scoring options after a shared context
+costs one forward over the options' tokens instead of one over context + option per option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass
+class Context:
+    """A prefilled, left-padded batch: its KV cache, attention mask and next-token log-probabilities."""
+
+    cache: DynamicCache
+    mask: torch.Tensor  # (B, T) 1 = real token
+    next_logp: torch.Tensor  # (B, V) float32
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Real tokens per row = the position of each row's next token."""
+        return self.mask.sum(-1)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
+def _forward(llm: torch.nn.Module, cache: DynamicCache, mask: torch.Tensor, pos: torch.Tensor,
+             last_only: bool, **inputs: torch.Tensor) -> tuple[DynamicCache, torch.Tensor]:
+    """The decoder, then the output layer on a 2-D matrix of hidden states: every position's logits
+    (B*T, V), or the last position's (B, V). (Logits of a 3-D slice through a frozen, tied output
+    layer take a batched-matmul path that copies the whole vocabulary matrix per row: ~3x slower.)"""
+    out = llm.get_decoder()(attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, **inputs)
+    hidden = out.last_hidden_state
+    hidden = hidden[:, -1] if last_only else hidden.reshape(-1, hidden.shape[-1])
+    return out.cache, llm.get_output_embeddings()(hidden.contiguous()).float()
+
+
+@torch.inference_mode()
+def prefill(llm: torch.nn.Module, embeds: torch.Tensor, mask: torch.Tensor) -> Context:
+    """Run the contexts (left-padded input embeddings) once, keeping their KV cache."""
+    cache, logits = _forward(llm, DynamicCache(), mask, _positions(mask), True, inputs_embeds=embeds)
+    return Context(cache, mask, torch.log_softmax(logits, dim=-1))
+
+
+def _select(cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
+    """A new cache holding `rows` of `cache` (repeats allowed); `cache` itself is left as it is."""
+    return DynamicCache([(k[rows], v[rows]) for k, v, *_ in cache])
+
+
+@torch.inference_mode()
+def score_options(llm: torch.nn.Module, ctx: Context, options: Sequence[Sequence[Sequence[int]]],
+                  max_rows: int = 64) -> list[list[float]]:
+    """Summed log-probability of each option's tokens after its row's context: `options[i]` are row i's."""
+    flat = [(i, tokens) for i, opts in enumerate(options) for tokens in opts]
+    if any(not t for _, t in flat):
+        raise ValueError("an option has no tokens")
+    dev = ctx.mask.device
+    scores: list[float] = []
+    for lo in range(0, len(flat), max_rows):
+        chunk = flat[lo : lo + max_rows]
+        rows = torch.tensor([i for i, _ in chunk], device=dev)
+        first = ctx.next_logp[rows, torch.tensor([t[0] for _, t in chunk], device=dev)]
+        rest = torch.zeros(len(chunk), device=dev)
+        width = max(len(t) for _, t in chunk) - 1
+        if width:  # tokens 2.. of each option, read after tokens 1..n-1 on top of the context
+            ids = torch.zeros((len(chunk), width), dtype=torch.long)
+            real = torch.zeros((len(chunk), width), dtype=ctx.mask.dtype)
+            for r, (_, t) in enumerate(chunk):
+                ids[r, : len(t) - 1] = torch.tensor(t[:-1])
+                real[r, : len(t) - 1] = 1
+            pos = ctx.lengths[rows][:, None] + torch.arange(width, device=dev)[None, :]
+            mask = torch.cat([ctx.mask[rows], real.to(dev)], dim=-1)
+            _, logits = _forward(llm, _select(ctx.cache, rows), mask, pos, False, input_ids=ids.to(dev))
+            logp = torch.log_softmax(logits, dim=-1).view(len(chunk), width, -1)
+            for r, (_, t) in enumerate(chunk):
+                rest[r] = logp[r, torch.arange(len(t) - 1, device=dev), torch.tensor(t[1:], dtype=torch.long, device=dev)].sum()
+        scores += (first + rest).tolist()
+    out_rows: list[list[float]] = [[] for _ in options]
+    for (i, _), s in zip(flat, scores):
+        out_rows[i].append(s)
+    return out_rows
+
+
+@torch.inference_mode()
+def greedy(llm: torch.nn.Module, ctx: Context, max_new_tokens: int, eos_ids: Sequence[int], pad_id: int,
+           settled: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
+    """Greedy tokens of every row (each ends at its first end-of-sequence token, which it keeps).
+
+    `settled(row, tokens)` may end a row early once nothing it could still generate would change what
+    is read from it. A finished row stays in the batch (fed padding, as `generate` does) so the other
+    rows compute exactly as they would without it. Consumes `ctx.cache`."""
+    batch, dev = ctx.mask.shape[0], ctx.mask.device
+    eos = torch.tensor(list(eos_ids), device=dev)
+    running = torch.ones(batch, dtype=torch.bool, device=dev)
+    tokens: list[list[int]] = [[] for _ in range(batch)]
+    logp, mask, pos, cache = ctx.next_logp, ctx.mask, ctx.lengths, ctx.cache
+    for step in range(max_new_tokens):
+        nxt = torch.where(running, logp.argmax(-1), torch.full((batch,), pad_id, device=dev))
+        for r in running.nonzero().flatten().tolist():
+            tokens[r].append(int(nxt[r]))
+        running &= ~torch.isin(nxt, eos)
+        if settled is not None:
+            for r in running.nonzero().flatten().tolist():
+                if settled(r, tokens[r]):
+                    running[r] = False
+        if not running.any() or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=dev)], dim=-1)
+        cache, logp = _forward(llm, cache, mask, pos[:, None], True, input_ids=nxt[:, None])
+        pos = pos + 1  # greedy: the arg-max of the logits is that of their log-softmax
+    return tokens
