@@ -190,6 +190,10 @@ class TrainConfig(Section):
     # Cache the frozen encoder's tapped hidden states per clip on disk (content-addressed), so
     # epochs and resumed runs skip the encoder. Worth it for small corpora; off for the paper's 5M clips.
     encoder_cache: bool = False
+    # The LLM's attention kernel while training: `auto` (torch picks; flash on CPU and GPU) or `math`
+    # (SDPA's reference kernel, fp32 inside on CPU). On CPU in bf16, flash's backward is the slowest op of
+    # a step and its gradients stray from fp32's; math is faster and matches fp32 (docs/train.md).
+    attention_kernel: Literal["auto", "math"] = "auto"
     # Multi-node: a DeepSpeed hostfile (`host slots=N` lines); null = one node with `ranks` processes.
     hostfile: str | None = None
 

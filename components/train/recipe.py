@@ -271,6 +271,7 @@ class TrainRecipe:
         """One optimizer step over this rank's micro-batches; all ranks stop on a non-finite loss."""
         import deepspeed.comm as dist
         import torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
 
         from components.model import prompt as P
 
@@ -283,7 +284,9 @@ class TrainRecipe:
             examples = [enc.examples[i] for i in idx]
             batch = {k: v.to(device) for k, v in P.collate(examples, self.model.tokenizer.pad_token_id).items()}
             states, frames = audio([r for i in idx for r in enc.refs[i]])
-            loss = engine(audio_states=states.to(device), audio_frames=frames, **batch).loss
+            # The attention kernel is chosen in the forward (train.attention_kernel); its backward follows.
+            with sdpa_kernel(SDPBackend.MATH) if self.cfg.attention_kernel == "math" else nullcontext():
+                loss = engine(audio_states=states.to(device), audio_frames=frames, **batch).loss
             bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=device)
             dist.all_reduce(bad)
             if bad.item() > 0:

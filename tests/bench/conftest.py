@@ -11,6 +11,17 @@ from pathlib import Path
 import pytest
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu() -> dict[str, object]:
+    """The CPU a figure was measured on: lscpu's model name, core count and the flags that change speed."""
+    import subprocess
+
+    info = dict(line.split(":", 1) for line in subprocess.run(
+        ["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines() if ":" in line)
+    flags = set(info.get("Flags", "").split())
+    return {"model": info["Model name"].strip(), "cpus": int(info["CPU(s)"]), **{f: f in flags for f in CPU_FLAGS}}
 
 
 @pytest.fixture()

@@ -13,6 +13,7 @@ import pytest
 from components.config import load_profile
 from components.label.backends.base import Request
 from components.label.template import generator_messages
+from tests.bench.conftest import cpu
 from tests.bench.test_bench_label import HostLoad, _seeds
 
 pytestmark = pytest.mark.bench
@@ -20,13 +21,6 @@ PROMPTS, NEW_TOKENS = 64, 40
 INSTRUCTIONS = ["Describe the speaker's voice.", "What is the gender of the speaker?",
                 "How fast is the speaker talking?", "What can you hear in this clip?"]
 
-
-def _cpu() -> dict[str, object]:
-    info = Path("/proc/cpuinfo").read_text()
-    flags = set(next(line for line in info.splitlines() if line.startswith("flags")).split(":")[1].split())
-    model = next(line for line in info.splitlines() if line.startswith("model name")).split(":")[1].strip()
-    return {"model": model, "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
-            "avx512f": "avx512f" in flags, "avx2": "avx2" in flags}
 
 
 def _timed(backend, requests: list[Request], batch: int) -> tuple[float, list]:
@@ -86,5 +80,5 @@ def test_label_engines(tmp_path: Path, repo: Path, embedded_models: dict[str, Pa
                         "generated": stats["generated"], "filtered": stats["filtered"],
                         "quarantined": stats["quarantined"], "rows_by_asked_value": stats["rows_by_asked_value"]}
     record("label_engines", {"seeds": source, "prompts": len(requests), "new_tokens": NEW_TOKENS, "batch": batch,
-                             "cpu": _cpu(), "others_load": load.others(), "generation": gen, "label_yield": yields})
+                             "cpu": cpu(), "others_load": load.others(), "generation": gen, "label_yield": yields})
     assert gen["ct2/float32"]["identical_to_hf_fp32"] >= 0.9 * len(requests), gen

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import resource
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,19 +19,12 @@ from components.audio import load_audio
 from components.ingest.embedded import EspeakSettings, build_espeak_corpus, default_cache
 from components.model.transcribe import CT2_COMPUTE_TYPE, CT2Transcriber, Transcriber
 from components.text import wer
+from tests.bench.conftest import cpu as cpu_info
 from tests.bench.test_bench_label import HostLoad
 
 pytestmark = pytest.mark.bench
 CLIPS, BATCH = 128, 16
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
-
-def _lscpu() -> dict[str, object]:
-    info = dict(line.split(":", 1) for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines() if ":" in line)
-    flags = set(info.get("Flags", "").split())
-    return {"model": info["Model name"].strip(), "cpus": int(info["CPU(s)"]),
-            **{f: f in flags for f in CPU_FLAGS}}
 
 
 def _cpu_seconds() -> float:
@@ -79,7 +71,7 @@ def test_seeds_whisper_engines(embedded_models: dict[str, Path], record) -> None
     record("seeds_whisper", {
         "clips": len(clips), "batch": BATCH, "source": "embedded espeak corpus (first clips, 16 kHz)",
         "mean_clip_seconds": round(float(np.mean([len(c) for c in clips])) / 16000, 2),
-        "cpu": _lscpu(), "others_load": load.others(), "engines": figures,
+        "cpu": cpu_info(), "others_load": load.others(), "engines": figures,
         "fastest_ct2_not_above_hf_wer": fastest, "ct2_compute_type_in_use": CT2_COMPUTE_TYPE})
     # Same weights and features: CT2 float32 must reproduce the fp32 HF text (a broken decoder would not).
     assert figures["ct2_float32"]["wer"] <= figures["hf_fp32"]["wer"] + 0.02, figures
