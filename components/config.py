@@ -66,7 +66,7 @@ class IngestConfig(Section):
 
 class SeedsConfig(Section):
     whisper_batch_size: int = Field(16, ge=1)
-    # Whisper runtime: hf (transformers; any model, hub names too) | ct2 (CTranslate2 int8; needs
+    # Whisper runtime: hf (transformers; any model, hub names too) | ct2 (CTranslate2 float32; needs
     # `<models.whisper>-ct2`, which `desta setup` links for the embedded model; docs/seeds.md has the
     # measured speed and WER of each). hf keeps params without the key working as before.
     engine: Literal["hf", "ct2"] = "hf"

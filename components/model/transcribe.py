@@ -14,10 +14,9 @@ import torch
 from components.precision import resolve as resolve_precision
 
 MAX_NEW_TOKENS = 220  # a 30 s window of fast speech is ~100 tokens; a looping decode stops here
-# CTranslate2 compute type of the `ct2` engine: of float32, int8 and the model's default (float16 weights,
-# run as float32 on CPU), int8 (int8_float32 on CPU) was the fastest whose WER was not above hf's
-# (bench/results/seeds_whisper.json; float32 gives hf fp32's text exactly: docs/seeds.md).
-CT2_COMPUTE_TYPE = "int8"
+# CTranslate2 compute type of the `ct2` engine: float32 gives the hf fp32 text clip for clip. int8 was ~9 %
+# faster on espeak clips but on the held-out clips of a make run its WER was 0.906 against 0.537 (docs/seeds.md)
+CT2_COMPUTE_TYPE = "float32"
 
 
 # What transformers' Whisper `generate` logs on every call whatever its inputs: it passes its own

@@ -16,7 +16,15 @@ from typer.testing import CliRunner
 from components.cli import app
 from components.config import apply_overrides, load_params
 from components.evaluate.mcq import build_mcq
-from components.evaluate.run import METRICS, PLOT_ACCURACY, PLOT_GENDER, PREDICTIONS, TextOnly, audio_messages, evaluate_model
+from components.evaluate.run import (
+    METRICS,
+    PLOT_ACCURACY,
+    PLOT_GENDER,
+    PREDICTIONS,
+    TextOnly,
+    audio_messages,
+    evaluate_model,
+)
 from components.ingest.run import MANIFEST, read_jsonl
 from components.model import DestaModel, DestaSpec
 from components.vocab import mcq_prompt
@@ -25,11 +33,9 @@ from tests.components.model.realdata import build_corpus
 SOUNDS = ("bell", "camera-shutter", "complete", "message", "dialog-warning")
 
 
-@pytest.fixture(scope="module")
-def heldout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
-    """A data root with ingested real clips and test-split seed rows over them."""
-    root = tmp_path_factory.mktemp("eval-data")
-    build_corpus(root, n_speech=4, sounds=SOUNDS)
+def heldout_seeds(root: Path, n_speech: int) -> list[dict]:
+    """Ingests real clips under `root`; test-split seed rows over them."""
+    build_corpus(root, n_speech=n_speech, sounds=SOUNDS)
     seeds = []
     for i, clip in enumerate(read_jsonl(root / "ingest" / MANIFEST)):
         md = clip["metadata"]
@@ -41,7 +47,14 @@ def heldout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]
                       "kind": "speech" if speech else "sound", "transcript": md.get("transcript"),
                       "attributes": attrs, "split": "test",
                       "seed_description": md.get("transcript") or md["category"]})
-    return root, seeds
+    return seeds
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """A data root with ingested real clips and test-split seed rows over them."""
+    root = tmp_path_factory.mktemp("eval-data")
+    return root, heldout_seeds(root, n_speech=4)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,68 @@
+"""Evaluation wall time: today's implementation (components/evaluate/run.py as of BASELINE, read from
+git) against the current one, on the same model, clips and questions, in bf16 and fp32; with how many
+predictions, forced choices and metrics come out equal (fp32: bit for bit; bf16: within its rounding)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.config import load_params
+from components.evaluate.run import PREDICTIONS, evaluate_model
+from components.model import DestaModel, DestaSpec
+from tests.bench.conftest import cpu
+from tests.bench.test_bench_label import HostLoad
+from tests.components.evaluate.test_evaluate_run import heldout_seeds
+
+pytestmark = pytest.mark.bench
+BASELINE = "1a6b404"  # main before the one-context-pass evaluation
+KEYS = ("model_prediction", "prior_prediction", "forced_choice", "prior_forced_choice", "heard")
+
+
+def _baseline(repo: Path, where: Path):
+    src = where / "run_baseline.py"
+    src.write_text(subprocess.run(["git", "-C", str(repo), "show", f"{BASELINE}:components/evaluate/run.py"],
+                                  capture_output=True, text=True, check=True).stdout)
+    spec = importlib.util.spec_from_file_location("run_baseline", src)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.evaluate_model
+
+
+@pytest.mark.timeout(5400)
+def test_evaluate_speed_and_equality(tmp_path: Path, repo: Path, embedded_models, record) -> None:
+    root = tmp_path / "data"
+    seeds = heldout_seeds(root, n_speech=24)
+    today = _baseline(repo, tmp_path)
+    figures: dict = {"cpu": cpu(), "baseline_commit": BASELINE, "clips": len(seeds)}
+    load = HostLoad()
+    for precision in ("bf16", "fp32"):
+        torch.manual_seed(0)
+        model = DestaModel.from_backbones(DestaSpec.from_profile(load_params(repo / "params.yaml").profiles["tiny"]),
+                                          precision=precision)
+        runs = {}
+        for name, fn in (("today", today), ("now", evaluate_model)):
+            out = tmp_path / f"{precision}-{name}"
+            t0 = time.perf_counter()
+            metrics = fn(model, [dict(s) for s in seeds], root, out, None, 16, show_progress=False)
+            runs[name] = (time.perf_counter() - t0, metrics, [json.loads(x) for x in (out / PREDICTIONS).read_text().splitlines()])
+        (t_a, m_a, p_a), (t_b, m_b, p_b) = runs["today"], runs["now"]
+        figures[precision] = {
+            "questions": len(p_a), "seconds_today": round(t_a, 1), "seconds_now": round(t_b, 1),
+            "speedup": round(t_a / t_b, 2),
+            "identical": {k: sum(a[k] == b[k] for a, b in zip(p_a, p_b)) for k in KEYS},
+            "metrics_today": {k: v for k, v in m_a.items() if not isinstance(v, dict)},
+            "metrics_now": {k: v for k, v in m_b.items() if not isinstance(v, dict)},
+        }
+    figures["others_load"] = load.others()
+    record("evaluate_speed", figures)
+    fp32 = figures["fp32"]
+    assert all(n == fp32["questions"] for n in fp32["identical"].values()), fp32  # fp32: the same work, bit for bit
+    assert fp32["metrics_today"] == fp32["metrics_now"]
+    assert figures["bf16"]["speedup"] > 1.5 and fp32["speedup"] > 1.5
