@@ -10,6 +10,7 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torchaudio.functional as AF
 
@@ -80,3 +81,9 @@ _TAGS = re.compile(r"[\[(][^\])]*[\])]")
 def looks_like_speech(transcript: str, measured: Measured) -> bool:
     """Whisper found words (not just tags like "(music)") in audio with voiced frames."""
     return bool(_TAGS.sub("", transcript).strip(" .,!?-")) and measured.voiced_seconds >= 0.2
+
+
+def heard_speech(texts: list[str], wavs: list) -> list[str]:
+    """Whisper's texts of 16 kHz clips, '' where `looks_like_speech` says it heard none."""
+    return [t if looks_like_speech(t, measure(torch.from_numpy(np.asarray(w, dtype=np.float32)))) else ""
+            for t, w in zip(texts, wavs)]

@@ -45,9 +45,11 @@ def evaluate_command(
         fail(f"no trained model at {model}: run `desta train` first")
     t0 = time.perf_counter()
     try:
-        m = DestaModel.from_pretrained(model)
-        # The deployed path's transcripts: the model's Whisper on the engine the seeds were transcribed with.
-        transcriber = None if prof.seeds.engine == "hf" else make_transcriber(prof.seeds.engine, m.spec.whisper, 8)
+        # The deployed path's transcripts: the model's Whisper on the engine the seeds were transcribed with
+        # (another engine: the HF decoder is not loaded at all).
+        hf = prof.seeds.engine == "hf"
+        m = DestaModel.from_pretrained(model, with_decoder=hf)
+        transcriber = None if hf else make_transcriber(prof.seeds.engine, m.spec.whisper, 8)
         metrics = evaluate_model(m, read_seeds(seeds_dir), Path(prof.data.root), out, prof.evaluate.max_questions,
                                  prof.evaluate.batch_size, show_progress=progress, transcriber=transcriber)
     except (ValueError, FileNotFoundError) as err:

@@ -24,7 +24,7 @@ from components.evaluate.ifeval import IF_PROMPTS, if_check, if_settled
 from components.evaluate.mcq import build_mcq
 from components.evaluate.mmau import score_mmau
 from components.evaluate.scorers import forgetting_rate, string_match
-from components.measure import looks_like_speech, measure
+from components.measure import heard_speech
 from components.progress import progress_bar
 from components.text import wer
 from components.vocab import MCQ_SUFFIX, SYSTEM, mcq_prompt
@@ -116,8 +116,7 @@ def _hear(model: Any, refs: list[str], data_root: Path, advance: Callable[..., N
         if transcriber is None:
             heard += model.transcribe(wavs, batch_size=batch)
         else:
-            texts = transcriber(wavs)
-            heard += [t if looks_like_speech(t, measure(torch.from_numpy(w))) else "" for t, w in zip(texts, wavs)]
+            heard += heard_speech(transcriber(wavs), wavs)
         advance(len(wavs), phase="transcripts")
     return dict(zip(refs, heard))
 

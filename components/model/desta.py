@@ -24,7 +24,7 @@ from torch import nn
 
 from components.audio import read_audio_ref
 from components.config import ModelConfig
-from components.measure import looks_like_speech, measure
+from components.measure import heard_speech
 from components.model import prompt as P
 from components.model.backbones import CONFIG_FILE, FORMAT, WEIGHTS_FILE, DestaSpec, LossOutput, load_backbones  # noqa: F401 -- DestaSpec, LossOutput: the model's public types
 from components.model.encoder import audio_key, log_mel, tapped_states, valid_frames
@@ -164,8 +164,7 @@ class DestaModel(nn.Module):
             with self.autocast(), quiet_whisper_generate():
                 ids = self.whisper.generate(feats, do_sample=False, num_beams=1, max_new_tokens=128)
             texts += [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
-        return [t if looks_like_speech(t, measure(torch.from_numpy(np.asarray(w, dtype=np.float32)))) else ""
-                for t, w in zip(texts, wavs)]
+        return heard_speech(texts, list(wavs))
 
     # ---- LLM side -----------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, audio_mask: torch.Tensor, audio_states: torch.Tensor,
