@@ -7,7 +7,7 @@ the `map_units` a flow passes (flows/label.py).
 
 Resume after `kill -9`: a unit's shard is written with one atomic rename; generated responses are
 committed to the cache one whole batch at a time. Batches are planned over the requests still
-missing, sorted by (prompt length, key) and cut every `batch_size`: after a kill the missing set
+missing, sorted by (length, shared opening, key) and cut every `batch_size`: after a kill the missing set
 is a union of whole planned batches, so the re-run plans exactly those batches again and gets
 the same numerics, hence the same text, as an uninterrupted run.
 """

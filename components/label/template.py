@@ -39,6 +39,11 @@ def generator_messages(seed_description: str, instruction: str) -> list[dict[str
     ]
 
 
+def shared_text(seed_description: str) -> str:
+    """The opening of the user message every instruction about one clip shares (ends before the instruction)."""
+    return USER_TEMPLATE.format(seed_description=seed_description, instruction="").rstrip()
+
+
 def describe() -> dict[str, str]:
     """The template as recorded in provenance."""
     return {"version": TEMPLATE_VERSION, "system": SYSTEM_PROMPT, "user": USER_TEMPLATE, "digest": TEMPLATE_DIGEST}

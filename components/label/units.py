@@ -127,7 +127,7 @@ class LabelJob:
                         template.TEMPLATE_DIGEST, dec)
         msgs = template.generator_messages(item.seed["seed_description"], item.instruction.text)
         return Request(key, tuple(msgs), self.cfg.max_new_tokens, dec["temperature"], dec.get("top_p", 1.0),
-                       dec.get("seed"))
+                       dec.get("seed"), template.shared_text(item.seed["seed_description"]))
 
 
 def prepare_job(out: Path, cfg: LabelConfig, models: ModelsConfig, cache_dir: Path | None = None,
@@ -178,7 +178,8 @@ def plan_units(seeds: list[dict[str, Any]], job: LabelJob) -> list[Unit]:
 
 
 def plan_batches(requests: list[Request], length: Callable[[Request], int], batch_size: int) -> list[list[Request]]:
-    """Length-bucketed batches: sort by (prompt length, key), cut every batch_size (see module doc)."""
+    """Length-bucketed batches: sort by (length, shared opening, key), cut every batch_size (see module doc);
+    requests sharing an opening sit side by side."""
     unique = list({r.key: r for r in requests}.values())
-    ordered = sorted(unique, key=lambda r: (length(r), r.key))
+    ordered = sorted(unique, key=lambda r: (length(r), r.shared, r.key))
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]

@@ -4,6 +4,12 @@ The same steps as `transformers.generate` (greedy, left-padded batch, positions 
 mask, logits of the last position only), so the answers are the ones `generate` gives; what changes
 is that the context is run once for everything asked of it. Scoring options after a shared context
 costs one forward over the options' tokens instead of one over context + option per option.
+
+Prompts that share a head run it once: `run_head` keeps its KV state and `extend` continues rows
+of a context with each row's own tokens, copying the shared state into a KV cache written in place
+(labelling: the system prompt once, then each clip's description once for all its instructions,
+then each instruction). Measured on SmolLM2-135M in fp32, 64 labelling prompts: the greedy text is
+`generate`'s, token for token.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, StaticCache
 
 
 @dataclass
@@ -51,9 +57,49 @@ def prefill(llm: torch.nn.Module, embeds: torch.Tensor, mask: torch.Tensor) -> C
     return Context(cache, mask, torch.log_softmax(logits, dim=-1))
 
 
-def _select(cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
-    """A new cache holding `rows` of `cache` (repeats allowed); `cache` itself is left as it is."""
+def _select(cache: DynamicCache | StaticCache, rows: torch.Tensor) -> DynamicCache | StaticCache:
+    """A cache holding `rows` of `cache` (repeats allowed). A DynamicCache is left as it is; an in-place
+    cache (`extend`'s) is narrowed itself, keeping its room for more tokens."""
+    if isinstance(cache, StaticCache):
+        for layer in cache.layers:
+            layer.keys, layer.values, layer.batch_size = layer.keys[rows], layer.values[rows], len(rows)
+        return cache
     return DynamicCache([(k[rows], v[rows]) for k, v, *_ in cache])
+
+
+@torch.inference_mode()
+def run_head(llm: torch.nn.Module, head: Sequence[int]) -> Context:
+    """One row of tokens (a head prompts open with), run once; `extend` continues it."""
+    ids = torch.tensor([list(head)], device=llm.device)
+    mask = torch.ones_like(ids)
+    cache, logits = _forward(llm, DynamicCache(), mask, _positions(mask), True, input_ids=ids)
+    return Context(cache, mask, torch.log_softmax(logits, dim=-1))
+
+
+@torch.inference_mode()
+def extend(llm: torch.nn.Module, base: Context | None, rows: Sequence[int], tokens: Sequence[Sequence[int]],
+           pad_id: int, room: int = 0) -> Context:
+    """Prefill `tokens[i]` after row `rows[i]` of `base` (None: from nothing), in a KV cache written in
+    place with `room` more positions (the answer's tokens; a growing cache re-copies itself per token).
+    Layout per row: its base row, padding, its own tokens; positions follow the real tokens, as in `prefill`."""
+    dev, n = llm.device, len(tokens)
+    width = max(len(t) for t in tokens)
+    if min(len(t) for t in tokens) == 0:
+        raise ValueError("every row needs a token of its own")
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    own = torch.zeros((n, width), dtype=torch.long)
+    for i, t in enumerate(tokens):
+        ids[i, width - len(t):], own[i, width - len(t):] = torch.tensor(list(t)), 1
+    size = base.mask.shape[1] if base is not None else 0
+    cache = StaticCache(config=llm.config, max_cache_len=size + width + room)
+    mask = own.to(dev)
+    if base is not None:
+        pick = torch.tensor(list(rows), device=dev)
+        for i, layer in enumerate(base.cache.layers):
+            cache.update(layer.keys[pick], layer.values[pick], i)
+        mask = torch.cat([base.mask[pick], mask], dim=-1)
+    cache, logits = _forward(llm, cache, mask, _positions(mask)[:, size:], True, input_ids=ids.to(dev))
+    return Context(cache, mask, torch.log_softmax(logits, dim=-1))
 
 
 @torch.inference_mode()
@@ -92,29 +138,39 @@ def score_options(llm: torch.nn.Module, ctx: Context, options: Sequence[Sequence
 
 @torch.inference_mode()
 def greedy(llm: torch.nn.Module, ctx: Context, max_new_tokens: int, eos_ids: Sequence[int], pad_id: int,
-           settled: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
+           settled: Callable[[int, list[int]], bool] | None = None, compact: bool = False,
+           warp: Callable[[torch.Tensor, list[int]], torch.Tensor] | None = None) -> list[list[int]]:
     """Greedy tokens of every row (each ends at its first end-of-sequence token, which it keeps).
 
     `settled(row, tokens)` may end a row early once nothing it could still generate would change what
     is read from it. A finished row stays in the batch (fed padding, as `generate` does) so the other
-    rows compute exactly as they would without it. Consumes `ctx.cache`."""
+    rows compute exactly as they would without it; with `compact` finished rows leave the batch once a
+    quarter of it is done (less work per step; the other rows' arithmetic sees a smaller batch).
+    `warp(logp, rows)` may rewrite the scores of the batch's rows (original indices `rows`) before the
+    arg-max, e.g. to sample. Consumes `ctx.cache`."""
     batch, dev = ctx.mask.shape[0], ctx.mask.device
     eos = torch.tensor(list(eos_ids), device=dev)
+    rows = list(range(batch))  # the original row of each row still in the batch
     running = torch.ones(batch, dtype=torch.bool, device=dev)
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logp, mask, pos, cache = ctx.next_logp, ctx.mask, ctx.lengths, ctx.cache
     for step in range(max_new_tokens):
-        nxt = torch.where(running, logp.argmax(-1), torch.full((batch,), pad_id, device=dev))
+        scores = warp(logp, rows) if warp is not None else logp
+        nxt = torch.where(running, scores.argmax(-1), torch.full((len(rows),), pad_id, device=dev))
         for r in running.nonzero().flatten().tolist():
-            tokens[r].append(int(nxt[r]))
+            tokens[rows[r]].append(int(nxt[r]))
         running &= ~torch.isin(nxt, eos)
         if settled is not None:
             for r in running.nonzero().flatten().tolist():
-                if settled(r, tokens[r]):
+                if settled(rows[r], tokens[rows[r]]):
                     running[r] = False
         if not running.any() or step == max_new_tokens - 1:
             break
-        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=dev)], dim=-1)
+        if compact and (len(rows) - int(running.sum())) * 4 >= batch:
+            keep = running.nonzero().flatten()
+            cache, mask, pos, nxt = _select(cache, keep), mask[keep], pos[keep], nxt[keep]
+            rows, running = [rows[r] for r in keep.tolist()], running[keep]
+        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=dev)], dim=-1)
         cache, logp = _forward(llm, cache, mask, pos[:, None], True, input_ids=nxt[:, None])
         pos = pos + 1  # greedy: the arg-max of the logits is that of their log-softmax
     return tokens

@@ -24,6 +24,21 @@ def cpu() -> dict[str, object]:
     return {"model": info["Model name"].strip(), "cpus": int(info["CPU(s)"]), **{f: f in flags for f in CPU_FLAGS}}
 
 
+def module_at(repo: Path, commit: str, path: str, where: Path):
+    """A module as it was at `commit` (the baseline "today's implementation" a bench compares against),
+    loaded under its own name from a copy in `where`; it imports today's other modules."""
+    import importlib.util
+    import subprocess
+
+    src = where / f"{Path(path).stem}_at_{commit}.py"
+    src.write_text(subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{path}"],
+                                  capture_output=True, text=True, check=True).stdout)
+    spec = importlib.util.spec_from_file_location(src.stem, src)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture()
 def record():
     def write(name: str, figures: dict) -> None:

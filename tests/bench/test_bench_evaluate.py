@@ -4,9 +4,7 @@ predictions, forced choices and metrics come out equal (fp32: bit for bit; bf16:
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import torch
 from components.config import load_params
 from components.evaluate.run import PREDICTIONS, evaluate_model
 from components.model import DestaModel, DestaSpec
-from tests.bench.conftest import cpu
+from tests.bench.conftest import cpu, module_at
 from tests.bench.test_bench_label import HostLoad
 from tests.components.evaluate.test_evaluate_run import heldout_seeds
 
@@ -26,13 +24,7 @@ KEYS = ("model_prediction", "prior_prediction", "forced_choice", "prior_forced_c
 
 
 def _baseline(repo: Path, where: Path):
-    src = where / "run_baseline.py"
-    src.write_text(subprocess.run(["git", "-C", str(repo), "show", f"{BASELINE}:components/evaluate/run.py"],
-                                  capture_output=True, text=True, check=True).stdout)
-    spec = importlib.util.spec_from_file_location("run_baseline", src)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.evaluate_model
+    return module_at(repo, BASELINE, "components/evaluate/run.py", where).evaluate_model
 
 
 @pytest.mark.timeout(5400)

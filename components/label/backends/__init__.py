@@ -4,7 +4,7 @@ chosen), `openai` (HTTP)."""
 from __future__ import annotations
 
 from components.config import LabelConfig
-from components.label.backends.base import DEVICES, Backend, Completion, Request, engine_tag
+from components.label.backends.base import DEVICES, Backend, Completion, Request, engine_tag, hf_engine
 from components.precision import resolve as resolve_precision
 
 __all__ = ["Backend", "Completion", "Request", "expected_engine", "make_backend"]
@@ -21,7 +21,8 @@ def expected_engine(cfg: LabelConfig, model_dir: str | None = None) -> str:
         return ct2_engine(model_dir, cfg.compute_type)
     if cfg.backend not in DEVICES:  # a server: its numerics are not ours to resolve
         return engine_tag(cfg.backend)
-    return engine_tag(cfg.backend, resolve_precision(cfg.precision, DEVICES[cfg.backend]))
+    precision = resolve_precision(cfg.precision, DEVICES[cfg.backend])
+    return hf_engine(precision) if cfg.backend == "hf" else engine_tag(cfg.backend, precision)
 
 
 def make_backend(cfg: LabelConfig, model: str, model_dir: str | None) -> Backend:

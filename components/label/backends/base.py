@@ -16,6 +16,12 @@ def engine_tag(backend: str, precision: str | None = None) -> str:
     return backend if precision is None else f"{backend}/{precision}"
 
 
+def hf_engine(precision: str) -> str:
+    """The hf backend's tag. `shared-head`: the system turn's KV state is computed apart from each row's
+    own tokens (same text as `generate` in fp32; bf16 rounds differently), so caches from `generate` regenerate."""
+    return engine_tag("hf", f"{precision}/shared-head")
+
+
 @dataclass(frozen=True)
 class Request:
     key: str  # the cache key; also the stable tie-breaker when batches are planned
@@ -24,6 +30,7 @@ class Request:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     seed: int | None = None  # per-request sampling seed (independent of batch composition)
+    shared: str = ""  # the last message's opening that other requests share (a clip's description): run once
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class Backend(Protocol):
     stats: dict[str, int]  # backend counters for the report (e.g. HTTP retries)
 
     def length(self, request: Request) -> int:
-        """Prompt length used to bucket similar lengths into one batch."""
+        """The length batches are bucketed by (the prompt's, or the part a backend runs once per group)."""
         ...
 
     def generate(self, requests: list[Request]) -> list[Completion]:
