@@ -194,6 +194,7 @@ class TrainConfig(Section):
     # (SDPA's reference kernel, fp32 inside on CPU). On CPU in bf16, flash's backward is the slowest op of
     # a step and its gradients stray from fp32's; math is faster and matches fp32 (docs/train.md).
     attention_kernel: Literal["auto", "math"] = "auto"
+    reuse_frozen_head: bool = False  # rows' common text before the audio: KV computed once (a frozen LLM only)
     # Multi-node: a DeepSpeed hostfile (`host slots=N` lines); null = one node with `ranks` processes.
     hostfile: str | None = None
 

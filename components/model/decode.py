@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, StaticCache
+from transformers.cache_utils import StaticLayer
 
 
 @dataclass
@@ -57,14 +58,18 @@ def prefill(llm: torch.nn.Module, embeds: torch.Tensor, mask: torch.Tensor) -> C
     return Context(cache, mask, torch.log_softmax(logits, dim=-1))
 
 
-def _select(cache: DynamicCache | StaticCache, rows: torch.Tensor) -> DynamicCache | StaticCache:
-    """A cache holding `rows` of `cache` (repeats allowed). A DynamicCache is left as it is; an in-place
-    cache (`extend`'s) is narrowed itself, keeping its room for more tokens."""
-    if isinstance(cache, StaticCache):
-        for layer in cache.layers:
-            layer.keys, layer.values, layer.batch_size = layer.keys[rows], layer.values[rows], len(rows)
-        return cache
-    return DynamicCache([(k[rows], v[rows]) for k, v, *_ in cache])
+def _rows(cache: DynamicCache | StaticCache, rows: torch.Tensor, length: int) -> DynamicCache:
+    """A new cache holding the first `length` positions of `rows` of `cache` (repeats allowed)."""
+    return DynamicCache([(layer.keys[rows, :, :length], layer.values[rows, :, :length]) for layer in cache.layers])
+
+
+def _narrow(cache: DynamicCache | StaticCache, rows: torch.Tensor) -> DynamicCache | StaticCache:
+    """`cache` itself, keeping only `rows` (an in-place cache keeps its room for more tokens)."""
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+        if isinstance(layer, StaticLayer):
+            layer.batch_size = len(rows)
+    return cache
 
 
 @torch.inference_mode()
@@ -125,7 +130,8 @@ def score_options(llm: torch.nn.Module, ctx: Context, options: Sequence[Sequence
                 real[r, : len(t) - 1] = 1
             pos = ctx.lengths[rows][:, None] + torch.arange(width, device=dev)[None, :]
             mask = torch.cat([ctx.mask[rows], real.to(dev)], dim=-1)
-            _, logits = _forward(llm, _select(ctx.cache, rows), mask, pos, False, input_ids=ids.to(dev))
+            _, logits = _forward(llm, _rows(ctx.cache, rows, ctx.mask.shape[1]), mask, pos, False,
+                                 input_ids=ids.to(dev))
             logp = torch.log_softmax(logits, dim=-1).view(len(chunk), width, -1)
             for r, (_, t) in enumerate(chunk):
                 rest[r] = logp[r, torch.arange(len(t) - 1, device=dev), torch.tensor(t[1:], dtype=torch.long, device=dev)].sum()
@@ -168,7 +174,7 @@ def greedy(llm: torch.nn.Module, ctx: Context, max_new_tokens: int, eos_ids: Seq
             break
         if compact and (len(rows) - int(running.sum())) * 4 >= batch:
             keep = running.nonzero().flatten()
-            cache, mask, pos, nxt = _select(cache, keep), mask[keep], pos[keep], nxt[keep]
+            cache, mask, pos, nxt = _narrow(cache, keep), mask[keep], pos[keep], nxt[keep]
             rows, running = [rows[r] for r in keep.tolist()], running[keep]
         mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=dev)], dim=-1)
         cache, logp = _forward(llm, cache, mask, pos[:, None], True, input_ids=nxt[:, None])

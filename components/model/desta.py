@@ -68,6 +68,8 @@ class DestaModel(nn.Module):
         for name, p in self.named_parameters():
             p.requires_grad_(name.startswith("connector.") or "lora_" in name)
         self.eval()  # inference by default (no Q-Former dropout); training calls .train() itself
+        self.reuse_frozen_head = False  # training: see `forward` (train.reuse_frozen_head)
+        self._heads: dict[tuple[int, ...], list] = {}
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -183,9 +185,17 @@ class DestaModel(nn.Module):
                 audio_states: torch.Tensor, labels: torch.Tensor, audio_frames: torch.Tensor | None = None) -> LossOutput:
         """Next-token loss on the labelled (response) positions only; logits only where scored."""
         embeds = self.embed(input_ids, audio_mask, audio_states, audio_frames)
+        head = self._frozen_head(input_ids, attention_mask, audio_mask, labels) if self.reuse_frozen_head else 0
         with self.autocast():
-            hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
-            targets = labels[:, 1:]
+            decoder = self.llm.get_decoder()
+            if head:  # the rows' common text before the first audio: its KV state is the same every step
+                cache = self._head_cache(input_ids[0, :head], len(input_ids))
+                pos = torch.arange(head, input_ids.shape[1], device=input_ids.device)[None].expand(len(input_ids), -1)
+                hidden = decoder(inputs_embeds=embeds[:, head:], attention_mask=attention_mask, position_ids=pos,
+                                 cache=cache, use_cache=True).last_hidden_state
+            else:
+                hidden = decoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+            targets = labels[:, head + 1:]
             scored = targets != P.IGNORE
             logits = self.llm.get_output_embeddings()(hidden[:, :-1][scored])
         token_logp = -F.cross_entropy(logits.float(), targets[scored], reduction="none")
@@ -194,6 +204,27 @@ class DestaModel(nn.Module):
         n = int(scored.sum())
         loss = -token_logp.sum() / max(n, 1)
         return LossOutput(loss, n, row_logprob)
+
+    def _frozen_head(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio_mask: torch.Tensor,
+                     labels: torch.Tensor) -> int:
+        """Length of the text every row opens with before its first audio (0: none, or the LLM trains)."""
+        if any(p.requires_grad for p in self.llm.parameters()):
+            return 0
+        plain = ~audio_mask.any(0) & (labels == P.IGNORE).all(0) & attention_mask.bool().all(0) \
+            & (input_ids == input_ids[:1]).all(0)
+        head = int(plain.long().cumprod(0).sum())
+        return head if 0 < head < input_ids.shape[1] else 0
+
+    @torch.no_grad()
+    def _head_cache(self, ids: torch.Tensor, rows: int):
+        """A KV cache holding the frozen LLM's state after `ids` for `rows` rows (computed once per head)."""
+        from transformers import DynamicCache
+
+        key = (str(ids.device), *ids.tolist())
+        if key not in self._heads:
+            out = self.llm.get_decoder()(input_ids=ids[None], use_cache=True, cache=DynamicCache())
+            self._heads[key] = [(k, v) for k, v, *_ in out.cache]
+        return DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._heads[key]])
 
     # ---- inference ----------------------------------------------------------------------------
     def _inputs(self, audios: Sequence[Sequence[Any]] | None, messages: Sequence[Sequence[dict]],

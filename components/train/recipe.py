@@ -116,12 +116,9 @@ class TrainRecipe:
 
     def setup(self) -> None:
         """Every phase before the first step."""
-        self._setup_distributed()
-        self._setup_model()
-        self._setup_data()
-        self._setup_state_stats()
-        self._setup_engine()
-        self._resume()
+        for phase in (self._setup_distributed, self._setup_model, self._setup_data, self._setup_state_stats,
+                      self._setup_engine, self._resume):
+            phase()
         self.t_start = time.perf_counter()  # wall_seconds_this_launch counts from here
 
     def _setup_distributed(self) -> None:
@@ -174,6 +171,7 @@ class TrainRecipe:
         model.detach_whisper()
         model.whisper.to(self.device)
         model.to(self.device)
+        model.reuse_frozen_head = self.cfg.reuse_frozen_head  # the text before the audio runs once (frozen LLM)
         self.frozen_before = model.frozen_digest() if self.rank == 0 else None
         self._log("backbones loaded")
 
