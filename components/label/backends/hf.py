@@ -1,9 +1,11 @@
-"""transformers backend (the embedded default): the shared head run once, left-padded batches, bf16 where it helps.
+"""transformers backend (the embedded default): each shared part of the prompts run once, in batches.
 
-Every labelling prompt opens with the same chat-template head (the labelling system prompt, 133 of
-~195 tokens for SmolLM2): its KV state is computed once and copied into each batch, so prefill costs
-only each request's own tokens (components/model/decode.py: `run_head`, `extend`, `greedy`). In fp32
-the text is `generate`'s, token for token (tests/components/label/test_hf.py).
+A labelling prompt is the system turn (the labelling system prompt: 112 of ~195 tokens for SmolLM2,
+the same for every request), the clip's description (shared by the instructions asked about that clip:
+`Request.shared`) and the instruction. The system turn's KV state is computed once per run, each
+description once per batch, then each row's own tokens, into a KV cache written in place
+(components/model/decode.py: `run_head`, `extend`, `greedy`). In fp32 the text is transformers
+`generate`'s on the whole prompts, token for token (tests/components/label/test_hf.py).
 
 On AMX CPUs bf16 matmuls run ~9x faster than fp32 (AVX2-only CPUs emulate bf16, so fp32 runs there:
 components/precision.py). "bf16" here means autocast over fp32 weights (a bf16 copy of the whole model
