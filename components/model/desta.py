@@ -69,7 +69,7 @@ class DestaModel(nn.Module):
             p.requires_grad_(name.startswith("connector.") or "lora_" in name)
         self.eval()  # inference by default (no Q-Former dropout); training calls .train() itself
         self.reuse_frozen_head = False  # training: see `forward` (train.reuse_frozen_head)
-        self._heads: dict[tuple[int, ...], list] = {}
+        self._heads: dict[tuple, list] = {}  # (device, head tokens) -> the frozen LLM's KV state after them
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod

@@ -97,9 +97,8 @@ class HFBackend:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _cut(self, request: Request, prompt: list[int]) -> int:
-        """Where the request's shared opening ends in its tokens (0: none that falls on a token boundary)."""
-        text = self.prompt(request)
+    def _cut(self, request: Request, text: str, prompt: list[int]) -> int:
+        """Where the request's shared opening ends in its prompt's tokens (0: none on a token boundary)."""
         at = text.find(request.shared) if request.shared else -1
         if at < 0:
             return 0
@@ -108,8 +107,9 @@ class HFBackend:
 
     def length(self, request: Request) -> int:
         """The shared opening's length when there is one (the part run once per group), else the prompt's."""
-        prompt = self._ids(self.prompt(request))
-        return self._cut(request, prompt) or len(prompt)
+        text = self.prompt(request)
+        prompt = self._ids(text)
+        return self._cut(request, text, prompt) or len(prompt)
 
     def _head(self, requests: list[Request], prompts: list[list[int]]) -> list[int]:
         """The tokens of the system turn every prompt opens with, or [] when the batch shares none."""
@@ -119,9 +119,10 @@ class HFBackend:
         head = self._ids(self.tokenizer.apply_chat_template([dict(first)], tokenize=False))
         return head if all(len(p) > len(head) and p[: len(head)] == head for p in prompts) else []
 
-    def _prefill(self, requests: list[Request], prompts: list[list[int]], room: int) -> decode.Context:
+    def _prefill(self, requests: list[Request], prompts: list[list[int]], shared: list[int],
+                 room: int) -> decode.Context:
         """The batch's contexts: the system turn once (kept across batches), each shared opening (a clip's
-        description) once for the rows asking about it, then each row's own tokens."""
+        description, ending at `shared[i]`) once for the rows asking about it, then each row's own tokens."""
         head, pad = self._head(requests, prompts), self.tokenizer.pad_token_id
         self.stats["batches_without_head"] += not head
         if not head:
@@ -129,7 +130,6 @@ class HFBackend:
         if tuple(head) not in self._heads:
             self._heads[tuple(head)] = decode.run_head(self.model, head)
         base, rows, cuts = self._heads[tuple(head)], [0] * len(prompts), [len(head)] * len(prompts)
-        shared = [self._cut(r, p) for r, p in zip(requests, prompts)]
         if all(c > len(head) for c in shared):
             groups = list(dict.fromkeys(tuple(p[:c]) for p, c in zip(prompts, shared)))
             base = decode.extend(self.model, base, [0] * len(groups), [g[len(head):] for g in groups], pad)
@@ -143,14 +143,16 @@ class HFBackend:
         if not requests:
             return []
         max_new = max(r.max_new_tokens for r in requests)
-        prompts = [self._ids(self.prompt(r)) for r in requests]
+        texts = [self.prompt(r) for r in requests]
+        prompts = [self._ids(t) for t in texts]
+        shared = [self._cut(r, t, p) for r, t, p in zip(requests, texts, prompts)]
         sampler = RowSampler(requests)
         with self._lock, torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
             prev = torch.get_num_threads()
             if self.threads:
                 torch.set_num_threads(self.threads)
             try:
-                ctx = self._prefill(requests, prompts, max_new)
+                ctx = self._prefill(requests, prompts, shared, max_new)
                 new = decode.greedy(self.model, ctx, max_new, sorted(self.eos_ids), self.tokenizer.pad_token_id,
                                     compact=not sampler.rows, warp=sampler if sampler.rows else None)
             finally:
