@@ -49,9 +49,9 @@ def evaluate_command(
         # (another engine: the HF decoder is not loaded at all).
         hf = prof.seeds.engine == "hf"
         m = DestaModel.from_pretrained(model, with_decoder=hf)
-        transcriber = None if hf else make_transcriber(prof.seeds.engine, m.spec.whisper, 8)
+        decode = None if hf else make_transcriber(prof.seeds.engine, m.spec.whisper, 8).decode_states
         metrics = evaluate_model(m, read_seeds(seeds_dir), Path(prof.data.root), out, prof.evaluate.max_questions,
-                                 prof.evaluate.batch_size, show_progress=progress, transcriber=transcriber)
+                                 prof.evaluate.batch_size, show_progress=progress, decode=decode)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     seconds = time.perf_counter() - t0

@@ -18,13 +18,11 @@ import numpy as np
 import torch
 
 from components.atomic import atomic_write_text
-from components.audio import read_audio_ref
 from components.evaluate.ask import Asker
 from components.evaluate.ifeval import IF_PROMPTS, if_check, if_settled
 from components.evaluate.mcq import build_mcq
 from components.evaluate.mmau import score_mmau
 from components.evaluate.scorers import forgetting_rate, string_match
-from components.measure import heard_speech
 from components.progress import progress_bar
 from components.text import wer
 from components.vocab import MCQ_SUFFIX, SYSTEM, mcq_prompt
@@ -33,7 +31,7 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
 PLOT_ACCURACY = "plots/attribute_accuracy.json"
 PLOT_GENDER = "plots/gender_confusion.json"
-Transcribe = Callable[[Sequence[np.ndarray]], list[str]]  # 16 kHz clips -> Whisper's raw transcripts
+Decode = Callable[[np.ndarray], list[str]]  # Whisper encoder output (N, 1500, d) -> raw transcripts
 
 
 def audio_messages(prompt: str, ref: str, transcript: str | None, system: str = SYSTEM) -> list[dict[str, Any]]:
@@ -105,22 +103,6 @@ def _sample(questions: list[dict[str, Any]], limit: int | None) -> list[dict[str
     return order[:limit]
 
 
-def _hear(model: Any, refs: list[str], data_root: Path, advance: Callable[..., None],
-          transcriber: Transcribe | None = None) -> dict[str, str]:
-    """Whisper's transcript of every test clip ('' where it hears no speech): the model's own Whisper
-    (HF), or `transcriber` (the same Whisper on another engine)."""
-    batch = 8
-    heard: list[str] = []
-    for lo in range(0, len(refs), batch):
-        wavs = [read_audio_ref(data_root, r)[0] for r in refs[lo : lo + batch]]
-        if transcriber is None:
-            heard += model.transcribe(wavs, batch_size=batch)
-        else:
-            heard += heard_speech(transcriber(wavs), wavs)
-        advance(len(wavs), phase="transcripts")
-    return dict(zip(refs, heard))
-
-
 def _forced_choice(scores: list[float], choices: list[str]) -> str:
     return choices[max(range(len(choices)), key=lambda i: scores[i])]
 
@@ -136,27 +118,28 @@ def _by_sub(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
 
 def evaluate_model(model: Any, seeds: list[dict[str, Any]], data_root: Path, out_dir: Path,
                    max_questions: int | None = None, batch_size: int = 16, show_progress: bool = True,
-                   transcriber: Transcribe | None = None) -> dict[str, Any]:
-    """Run every check on the test split; writes metrics, predictions and plot data; returns metrics."""
+                   decode: Decode | None = None) -> dict[str, Any]:
+    """Run every check on the test split; writes metrics, predictions and plot data; returns metrics.
+    Transcripts: Whisper's decoder on the same encoder pass the connector reads (`decode`: another
+    engine's decoder over the same weights, e.g. CTranslate2's; default the model's own HF decoder)."""
     questions = _sample(build_mcq(seeds), max_questions)
     if not questions:
         raise ValueError("no held-out questions: the seeds have no test split (run `desta seeds`)")
     test = [s for s in seeds if s.get("split") == "test"]
     refs = list(dict.fromkeys(s["audio"] for s in test))
-    # Rows through a model: transcripts, clips encoded, questions (model and prior), IF (audio and text).
-    total = 2 * len(refs) + 2 * len(questions) + 2 * len(test)
+    # Rows through a model: clips heard, questions (model and prior), IF (audio and text).
+    total = len(refs) + 2 * len(questions) + 2 * len(test)
     asker = Asker(model, data_root, batch_size)
     with progress_bar("evaluate", total, enabled=show_progress, unit="rows") as advance:
         # The model path as deployed: each clip's transcript comes from Whisper, never from the corpus.
-        heard = _hear(model, refs, data_root, advance, transcriber)
-        asker.hear(refs, lambda n: advance(n, phase="encoder"))
+        heard = asker.hear(refs, lambda n: advance(n, phase="clips"), decode)
         prompts = [mcq_prompt(q) for q in questions]
         msgs = [audio_messages(p, q["audio"], heard[q["audio"]]) for p, q in zip(prompts, questions)]
         # One context pass per question: its greedy answer and every option's score (forced choice).
-        preds, scores = asker.ask(lambda lo, hi: asker.audio_context(msgs[lo:hi]), len(msgs), 16,
+        preds, scores = asker.ask(asker.audio_rows(msgs), 16,
                                   options=[asker.option_ids(q["choices"], eos=True) for q in questions],
                                   advance=advance, phase="questions")
-        priors, prior_scores = asker.ask(lambda lo, hi: asker.text_context(SYSTEM, prompts[lo:hi]), len(prompts), 32,
+        priors, prior_scores = asker.ask(asker.text_rows(SYSTEM, prompts), 32,
                                          options=[asker.option_ids(q["choices"], eos=False) for q in questions],
                                          advance=advance, phase="prior questions")
         if_audio, if_text = _instruction_following(asker, test, heard, advance)
@@ -217,10 +200,8 @@ def _instruction_following(asker: Asker, test: list[dict[str, Any]], heard: dict
     def settled(row: int, text: str) -> bool:
         return if_settled(items[row][1], text)
 
-    audio_out, _ = asker.ask(lambda lo, hi: asker.audio_context(msgs[lo:hi]), len(msgs), 64, settled=settled,
-                             advance=advance, phase="IF audio")
-    text_out, _ = asker.ask(lambda lo, hi: asker.text_context(SYSTEM, texts[lo:hi]), len(texts), 64,
-                            settled=settled, advance=advance, phase="IF text")
+    audio_out, _ = asker.ask(asker.audio_rows(msgs), 64, settled=settled, advance=advance, phase="IF audio")
+    text_out, _ = asker.ask(asker.text_rows(SYSTEM, texts), 64, settled=settled, advance=advance, phase="IF text")
     a = sum(if_check(p, r) for (_, p), r in zip(items, audio_out)) / len(items)
     t = sum(if_check(p, r) for (_, p), r in zip(items, text_out)) / len(items)
     return 100.0 * a, 100.0 * t

@@ -2,8 +2,8 @@
 
 The same steps as `transformers.generate` (greedy, left-padded batch, positions from the attention
 mask, logits of the last position only), so the answers are the ones `generate` gives; what changes
-is that the context is run once for everything asked of it. Scoring options after a shared context
-costs one forward over the options' tokens instead of one over context + option per option.
+is that the context is run once for everything asked of it. A row's options are scored in one forward
+over their tokens packed after its context, not one over context + option per option.
 
 Prompts that share a head run it once: `run_head` keeps its KV state and `extend` continues rows
 of a context with each row's own tokens, copying the shared state into a KV cache written in place
@@ -58,11 +58,6 @@ def prefill(llm: torch.nn.Module, embeds: torch.Tensor, mask: torch.Tensor) -> C
     return Context(cache, mask, torch.log_softmax(logits, dim=-1))
 
 
-def _rows(cache: DynamicCache | StaticCache, rows: torch.Tensor, length: int) -> DynamicCache:
-    """A new cache holding the first `length` positions of `rows` of `cache` (repeats allowed)."""
-    return DynamicCache([(layer.keys[rows, :, :length], layer.values[rows, :, :length]) for layer in cache.layers])
-
-
 def _narrow(cache: DynamicCache | StaticCache, rows: torch.Tensor) -> DynamicCache | StaticCache:
     """`cache` itself, keeping only `rows` (an in-place cache keeps its room for more tokens)."""
     for layer in cache.layers:
@@ -107,39 +102,58 @@ def extend(llm: torch.nn.Module, base: Context | None, rows: Sequence[int], toke
     return Context(cache, mask, torch.log_softmax(logits, dim=-1))
 
 
+def option_room(options: Sequence[Sequence[Sequence[int]]]) -> int:
+    """Cache positions `score_options` needs after a row's context: its options' tokens but the last."""
+    return max((sum(len(t) - 1 for t in opts) for opts in options), default=0)
+
+
 @torch.inference_mode()
-def score_options(llm: torch.nn.Module, ctx: Context, options: Sequence[Sequence[Sequence[int]]],
-                  max_rows: int = 64) -> list[list[float]]:
-    """Summed log-probability of each option's tokens after its row's context: `options[i]` are row i's."""
-    flat = [(i, tokens) for i, opts in enumerate(options) for tokens in opts]
-    if any(not t for _, t in flat):
+def score_options(llm: torch.nn.Module, ctx: Context, options: Sequence[Sequence[Sequence[int]]]) -> list[list[float]]:
+    """Summed log-probability of each option's tokens after its row's context: `options[i]` are row i's.
+
+    A row's options are packed after its context in its in-place cache (`extend` with `option_room`)
+    and run in one forward: each option's tokens see the context and that option's earlier tokens only
+    (a 4-D mask), at the positions they would have alone. The cache is then rewound, so `greedy`
+    continues from the context (the positions it writes are masked until written)."""
+    if any(not t for opts in options for t in opts):
         raise ValueError("an option has no tokens")
     dev = ctx.mask.device
-    scores: list[float] = []
-    for lo in range(0, len(flat), max_rows):
-        chunk = flat[lo : lo + max_rows]
-        rows = torch.tensor([i for i, _ in chunk], device=dev)
-        first = ctx.next_logp[rows, torch.tensor([t[0] for _, t in chunk], device=dev)]
-        rest = torch.zeros(len(chunk), device=dev)
-        width = max(len(t) for _, t in chunk) - 1
-        if width:  # tokens 2.. of each option, read after tokens 1..n-1 on top of the context
-            ids = torch.zeros((len(chunk), width), dtype=torch.long)
-            real = torch.zeros((len(chunk), width), dtype=ctx.mask.dtype)
-            for r, (_, t) in enumerate(chunk):
-                ids[r, : len(t) - 1] = torch.tensor(t[:-1])
-                real[r, : len(t) - 1] = 1
-            pos = ctx.lengths[rows][:, None] + torch.arange(width, device=dev)[None, :]
-            mask = torch.cat([ctx.mask[rows], real.to(dev)], dim=-1)
-            _, logits = _forward(llm, _rows(ctx.cache, rows, ctx.mask.shape[1]), mask, pos, False,
-                                 input_ids=ids.to(dev))
-            logp = torch.log_softmax(logits, dim=-1).view(len(chunk), width, -1)
-            for r, (_, t) in enumerate(chunk):
-                rest[r] = logp[r, torch.arange(len(t) - 1, device=dev), torch.tensor(t[1:], dtype=torch.long, device=dev)].sum()
-        scores += (first + rest).tolist()
-    out_rows: list[list[float]] = [[] for _ in options]
-    for (i, _), s in zip(flat, scores):
-        out_rows[i].append(s)
-    return out_rows
+    first = [ctx.next_logp[i, torch.tensor([t[0] for t in opts], device=dev)] for i, opts in enumerate(options)]
+    width = option_room(options)
+    if width == 0:
+        return [f.tolist() for f in first]
+    layers = ctx.cache.layers
+    if not isinstance(layers[0], StaticLayer) or ctx.mask.shape[1] + width > layers[0].max_cache_len:
+        raise ValueError(f"score_options needs an in-place cache with {width} positions of room (extend)")
+    rows, size, length = len(options), layers[0].max_cache_len, ctx.mask.shape[1]
+    ids = torch.zeros((rows, width), dtype=torch.long)
+    pos = torch.zeros((rows, width), dtype=torch.long)
+    target = torch.zeros((rows, width), dtype=torch.long)
+    real = torch.zeros((rows, width), dtype=torch.bool)
+    allow = torch.zeros((rows, 1, width, size), dtype=torch.bool)
+    allow[:, 0, :, :length] = ctx.mask.bool().cpu()[:, None, :]
+    owner = []  # (row, option) of each real packed position, in order
+    for i, opts in enumerate(options):
+        at, start = 0, int(ctx.lengths[i])
+        for j, t in enumerate(opts):
+            n = len(t) - 1
+            ids[i, at : at + n], target[i, at : at + n] = torch.tensor(t[:-1]), torch.tensor(t[1:])
+            pos[i, at : at + n] = start + torch.arange(n)
+            real[i, at : at + n] = True
+            allow[i, 0, at : at + n, length + at : length + at + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            owner += [(i, j)] * n
+            at += n
+        allow[i, 0, torch.arange(at, width), length + torch.arange(at, width)] = True  # padding: itself only
+    out = llm.get_decoder()(input_ids=ids.to(dev), attention_mask=allow.to(dev), position_ids=pos.to(dev),
+                            cache=ctx.cache, use_cache=True)
+    for layer in layers:
+        layer.cumulative_length.sub_(width)
+    logits = llm.get_output_embeddings()(out.last_hidden_state[real.to(dev)]).float()
+    picked = logits.gather(1, target[real].to(dev)[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+    scores = [f.clone() for f in first]
+    for (i, j), lp in zip(owner, picked.tolist()):
+        scores[i][j] += lp
+    return [s.tolist() for s in scores]
 
 
 @torch.inference_mode()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,18 +155,34 @@ class DestaModel(nn.Module):
         return clips
 
     @torch.no_grad()
-    def transcribe(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
-        """Whisper's own transcript (greedy); '' where it hears no speech (as `desta seeds` decides)."""
-        if not hasattr(self.whisper.model, "decoder") or not hasattr(self.processor, "batch_decode"):
+    def hear(self, wavs: Sequence[np.ndarray], batch_size: int = 8,
+             decode: Callable[[np.ndarray], list[str]] | None = None) -> tuple[torch.Tensor, list[str]]:
+        """16 kHz clips -> (tapped states as `encode` gives them, Whisper's greedy transcripts) from one
+        encoder pass: the transcript is decoded from that pass's output, by `decode` (another engine's
+        decoder over the same weights, e.g. CTranslate2) or this model's HF decoder. '' where it hears
+        no speech (as `desta seeds` decides)."""
+        if decode is None and (not hasattr(self.whisper.model, "decoder") or not hasattr(self.processor, "batch_decode")):
             raise ValueError("transcripts needed but this model was built without Whisper's decoder/tokenizer")
-        texts: list[str] = []
+        states, texts = [], []
         for i in range(0, len(wavs), batch_size):
-            chunk = wavs[i : i + batch_size]
-            feats = log_mel(self.feature_extractor, chunk).to(self.device)
-            with self.autocast(), quiet_whisper_generate():
-                ids = self.whisper.generate(feats, do_sample=False, num_beams=1, max_new_tokens=128)
-            texts += [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
-        return heard_speech(texts, list(wavs))
+            feats = log_mel(self.feature_extractor, wavs[i : i + batch_size]).to(self.device)
+            with self.autocast():
+                taps, final = tapped_states(self.encoder, feats, self.spec.model.encoder_layers, final=True)
+                states.append(taps.to(self.states_dtype))
+                texts += [t.strip() for t in decode(final.float().cpu().numpy())] if decode else self._whisper_text(final)
+        return torch.cat(states), heard_speech(texts, list(wavs))
+
+    def _whisper_text(self, final: torch.Tensor) -> list[str]:
+        from transformers.modeling_outputs import BaseModelOutput
+
+        with quiet_whisper_generate():
+            ids = self.whisper.generate(encoder_outputs=BaseModelOutput(last_hidden_state=final), do_sample=False,
+                                        num_beams=1, max_new_tokens=128)
+        return [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
+
+    def transcribe(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
+        """Whisper's own transcript (greedy); '' where it hears no speech."""
+        return self.hear(wavs, batch_size)[1]
 
     # ---- LLM side -----------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, audio_mask: torch.Tensor, audio_states: torch.Tensor,

@@ -24,8 +24,10 @@ POSITIONS = 1500  # encoder positions in Whisper's 30 s window
 SAMPLES_PER_POSITION = 320  # 160-sample mel hop x conv stride 2 at 16 kHz
 
 
-def tapped_states(encoder: nn.Module, features: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
-    """(N, mel, 3000) log-mel features -> (N, len(layers), 1500, d); runs only as deep as needed."""
+def tapped_states(encoder: nn.Module, features: torch.Tensor, layers: Sequence[int],
+                  final: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """(N, mel, 3000) log-mel features -> (N, len(layers), 1500, d); runs only as deep as needed, or with
+    `final` through every layer, also returning the encoder's output (N, 1500, d) that its decoder reads."""
     n_layers = len(encoder.layers)
     if max(layers) > n_layers:
         raise ValueError(f"encoder layer {max(layers)} requested; the encoder has {n_layers} layers (max index {n_layers})")
@@ -36,13 +38,14 @@ def tapped_states(encoder: nn.Module, features: torch.Tensor, layers: Sequence[i
     h = nn.functional.gelu(encoder.conv2(h)).permute(0, 2, 1)
     h = h + encoder.embed_positions.weight[: h.shape[1]]
     taps = {0: h} if 0 in layers else {}
-    for k, layer in enumerate(encoder.layers[: max(layers)], start=1):
+    for k, layer in enumerate(encoder.layers[: n_layers if final else max(layers)], start=1):
         h = layer(h, None)
         if isinstance(h, tuple):
             h = h[0]
         if k in layers:
             taps[k] = h
-    return torch.stack([taps[k] for k in layers], dim=1)
+    states = torch.stack([taps[k] for k in layers], dim=1)
+    return (states, encoder.layer_norm(h)) if final else states
 
 
 def log_mel(feature_extractor, wavs: Sequence[np.ndarray]) -> torch.Tensor:

@@ -129,12 +129,16 @@ class CT2Transcriber:
         return f"ct2/{self.model.compute_type}"  # the type that runs, e.g. int8 -> int8_float32 on CPU
 
     def _decode(self, batch: list[np.ndarray]) -> list[str]:
+        return self.decode_states(self.features(batch, sampling_rate=16000, return_tensors="np").input_features)
+
+    def decode_states(self, inputs: np.ndarray) -> list[str]:
+        """Greedy text of log-mel features (N, mel, 3000), or of the Whisper encoder's output (N, 1500, d)
+        computed elsewhere over the same weights (then CTranslate2 runs only its decoder)."""
         import ctranslate2
 
-        feats = self.features(batch, sampling_rate=16000, return_tensors="np").input_features
-        feats = ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32))
+        feats = ctranslate2.StorageView.from_array(np.ascontiguousarray(inputs, dtype=np.float32))
         # suppress_blank and suppress_tokens=[-1] (defaults) apply the model's suppress lists, as HF does.
-        results = self.model.generate(feats, [self.prompt] * len(batch), beam_size=1, max_length=self.max_length)
+        results = self.model.generate(feats, [self.prompt] * len(inputs), beam_size=1, max_length=self.max_length)
         return self.tokenizer.batch_decode([r.sequences_ids[0] for r in results], skip_special_tokens=True)
 
     def __call__(self, clips: Sequence[np.ndarray], on_batch: Callable[[int], None] | None = None) -> list[str]:

@@ -20,6 +20,7 @@ from tests.components.evaluate.test_evaluate_run import heldout_seeds
 
 pytestmark = pytest.mark.bench
 BASELINE = "1a6b404"  # main before the one-context-pass evaluation
+BATCH_TODAY = 16  # tiny's evaluate.batch_size at BASELINE
 KEYS = ("model_prediction", "prior_prediction", "forced_choice", "prior_forced_choice", "heard")
 
 
@@ -32,17 +33,18 @@ def test_evaluate_speed_and_equality(tmp_path: Path, repo: Path, embedded_models
     root = tmp_path / "data"
     seeds = heldout_seeds(root, n_speech=24)
     today = _baseline(repo, tmp_path)
-    figures: dict = {"cpu": cpu(), "baseline_commit": BASELINE, "clips": len(seeds)}
+    profile = load_params(repo / "params.yaml").profiles["tiny"]
+    figures: dict = {"cpu": cpu(), "baseline_commit": BASELINE, "clips": len(seeds),
+                     "batch_size": {"today": BATCH_TODAY, "now": profile.evaluate.batch_size}}
     load = HostLoad()
     for precision in ("bf16", "fp32"):
         torch.manual_seed(0)
-        model = DestaModel.from_backbones(DestaSpec.from_profile(load_params(repo / "params.yaml").profiles["tiny"]),
-                                          precision=precision)
+        model = DestaModel.from_backbones(DestaSpec.from_profile(profile), precision=precision)
         runs = {}
-        for name, fn in (("today", today), ("now", evaluate_model)):
+        for name, fn, batch in (("today", today, BATCH_TODAY), ("now", evaluate_model, profile.evaluate.batch_size)):
             out = tmp_path / f"{precision}-{name}"
             t0 = time.perf_counter()
-            metrics = fn(model, [dict(s) for s in seeds], root, out, None, 16, show_progress=False)
+            metrics = fn(model, [dict(s) for s in seeds], root, out, None, batch, show_progress=False)
             runs[name] = (time.perf_counter() - t0, metrics, [json.loads(x) for x in (out / PREDICTIONS).read_text().splitlines()])
         (t_a, m_a, p_a), (t_b, m_b, p_b) = runs["today"], runs["now"]
         figures[precision] = {

@@ -110,11 +110,11 @@ def test_evaluate_model_outputs_and_batched_scoring(evaluated, heldout, model: D
 
 
 def test_progress_bar_reaches_every_row(evaluated, heldout) -> None:
-    """The bar counts every row sent through a model (transcripts, clips encoded, questions with and
-    without audio, IF with audio and as text) and ends at its total: no phase runs unseen."""
+    """The bar counts every row sent through a model (clips heard: encoded and transcribed in one pass,
+    questions with and without audio, IF with audio and as text) and ends at its total: no phase runs unseen."""
     _, seeds = heldout
     questions, test = build_mcq(seeds), [s for s in seeds if s["split"] == "test"]
-    total = 2 * len({s["audio"] for s in test}) + 2 * len(questions) + 2 * len(test)
+    total = len({s["audio"] for s in test}) + 2 * len(questions) + 2 * len(test)
     last = evaluated[2].strip().splitlines()[-1]
     assert last.startswith("evaluate") and f" {total}/{total} " in last and "phase=IF text" in last
 
@@ -186,28 +186,32 @@ def test_evaluate_cli_writes_dvc_outputs_and_fails_clearly(tmp_path: Path, repo:
 
 
 def test_one_context_pass_gives_the_answers_and_scores_of_separate_passes(heldout, evaluated, fp32: DestaModel) -> None:
-    """The evaluation runs each question's context once (components/model/decode.py): its greedy answer
-    is `generate`'s, token for token, and each option's score is the full-sequence score, with audio
-    (DestaModel.generate / response_logprobs) and text only (TextOnly). Checked in fp32."""
+    """The evaluation runs each question's context once (components/model/decode.py), the part shared by a
+    clip's questions once for all of them, identical contexts once, and the options packed after the
+    context: its greedy answer is `generate`'s, token for token, and each option's score is the
+    full-sequence score, with audio (DestaModel.generate / response_logprobs) and text only (TextOnly).
+    Checked in fp32."""
     from components.evaluate.ask import Asker
     from components.vocab import SYSTEM
 
     root, _ = heldout
     preds = [json.loads(line) for line in (evaluated[0] / PREDICTIONS).read_text().splitlines()]
     picks = [next(p for p in preds if p["sub-category"] == sub) for sub in ("Pitch", "Sound category", "What was said")]
-    picks += preds[:5]  # rows of several lengths: left padding in the shared batch
+    picks += preds[:5]  # rows of several lengths (left padding in the shared batch), a clip asked several times
+    picks += picks[:1]  # an identical context
+    assert len({p["audio"] for p in preds[:5]}) < 5
     msgs = [audio_messages(mcq_prompt(p), p["audio"], p["heard"]) for p in picks]
     prompts = [mcq_prompt(p) for p in picks]
     asker = Asker(fp32, root, batch_size=8)
     asker.hear([p["audio"] for p in picks])
-    answers, scores = asker.ask(lambda lo, hi: asker.audio_context(msgs[lo:hi]), len(msgs), 16,
+    answers, scores = asker.ask(asker.audio_rows(msgs), 16,
                                 options=[asker.option_ids(p["choices"], eos=True) for p in picks])
     assert answers == fp32.generate(None, msgs, max_new_tokens=16, batch_size=8, data_root=root)
     for p, m, got in zip(picks, msgs, scores):
         alone = fp32.response_logprobs(None, [m] * len(p["choices"]), p["choices"], batch_size=1, data_root=root)
         assert got == pytest.approx(alone, abs=2e-3)
     prior = TextOnly(fp32.llm, fp32.tokenizer, bf16=False)
-    answers, scores = asker.ask(lambda lo, hi: asker.text_context(SYSTEM, prompts[lo:hi]), len(prompts), 32,
+    answers, scores = asker.ask(asker.text_rows(SYSTEM, prompts), 32,
                                 options=[asker.option_ids(p["choices"], eos=False) for p in picks])
     assert answers == prior.generate(prompts, batch_size=8)
     for p, q, got in zip(picks, prompts, scores):
@@ -227,7 +231,7 @@ def test_instruction_following_stops_once_settled_with_the_same_verdicts(heldout
     asker.hear([s["audio"] for s, _ in items])
 
     def run(settled):
-        return asker.ask(lambda lo, hi: asker.audio_context(msgs[lo:hi]), len(msgs), 64, settled=settled)[0]
+        return asker.ask(asker.audio_rows(msgs), 64, settled=settled)[0]
 
     full, short = run(None), run(lambda r, text: if_settled(items[r][1], text))
     assert [if_check(p, t) for (_, p), t in zip(items, short)] == [if_check(p, t) for (_, p), t in zip(items, full)]

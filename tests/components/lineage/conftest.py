@@ -20,7 +20,7 @@ from components.stack.health import wait_healthy
 from components.stack.manager import _create_buckets
 from components.stack.services import services
 from tests.components.stack.test_stack import free_ports
-from tests.conftest import REPO, VENV_BIN
+from tests.conftest import VENV_BIN
 
 TOY = Path(__file__).with_name("toy_stage.py")
 TOY_DVC_YAML = """\

@@ -132,3 +132,21 @@ def test_whisper_generate_logs_nothing_per_call_but_other_warnings_stay(hf_fp32:
         hf_fp32(speech[0][:2])
         logging.getLogger("transformers.generation.utils").warning("Both `max_new_tokens` from elsewhere")
     assert [r.getMessage() for r in caplog.records] == ["Both `max_new_tokens` from elsewhere"]
+
+
+def test_one_encoder_pass_feeds_the_connector_and_either_decoder(repo: Path, whisper: Path, speech,
+                                                                  hf_fp32_text: list[str]) -> None:
+    """DestaModel.hear (evaluation): the tapped states are `encode`'s, bit for bit, and the transcripts
+    decoded from that same pass are the HF engine's (model's own decoder) and the CTranslate2 engine's
+    (its decoder on the HF encoder's output), clip for clip, in fp32."""
+    from components.measure import heard_speech
+    from components.model import DestaModel, DestaSpec
+
+    clips = speech[0]
+    model = DestaModel.from_backbones(DestaSpec.from_profile(load_params(repo / "params.yaml").profiles["tiny"]),
+                                      precision="fp32")
+    states, texts = model.hear(clips, batch_size=3)
+    assert states.equal(model.encode(clips, batch_size=3))
+    assert texts == heard_speech(hf_fp32_text, clips)
+    ct2 = CT2Transcriber(whisper, compute_type="float32")
+    assert model.hear(clips, batch_size=3, decode=ct2.decode_states)[1] == heard_speech(ct2(clips), clips)

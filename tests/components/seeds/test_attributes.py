@@ -35,7 +35,6 @@ def test_volume_follows_gain(tmp: Path) -> None:
 def test_speed_follows_espeak_rate(tmp: Path) -> None:
     slow = measure(_speak(tmp, "slow", "-v", "en-us+m3", "-s", "100"))
     fast = measure(_speak(tmp, "fast", "-v", "en-us+m3", "-s", "250"))
-    words = len(TEXT.split())
     assert words_per_second(TEXT, fast.voiced_seconds) > 1.8 * words_per_second(TEXT, slow.voiced_seconds)
     assert slow.voiced_seconds <= slow.duration
 
