@@ -158,9 +158,10 @@ class DestaModel(nn.Module):
     def hear(self, wavs: Sequence[np.ndarray], batch_size: int = 8,
              decode: Callable[[np.ndarray], list[str]] | None = None) -> tuple[torch.Tensor, list[str]]:
         """16 kHz clips -> (tapped states as `encode` gives them, Whisper's greedy transcripts) from one
-        encoder pass: the transcript is decoded from that pass's output, by `decode` (another engine's
-        decoder over the same weights, e.g. CTranslate2) or this model's HF decoder. '' where it hears
-        no speech (as `desta seeds` decides)."""
+        encoder pass: the transcript is decoded from that pass's output, by this model's HF decoder or by
+        `decode` (another engine over the same weights, e.g. CTranslate2). That engine runs fp32, so under
+        bf16 it gets the log-mel features and encodes them itself: its decoder on a bf16 encoder output
+        transcribed 21 of 138 held-out clips differently, WER 0.537 -> 0.811. '' where no speech is heard."""
         if decode is None and (not hasattr(self.whisper.model, "decoder") or not hasattr(self.processor, "batch_decode")):
             raise ValueError("transcripts needed but this model was built without Whisper's decoder/tokenizer")
         states, texts = [], []
@@ -169,7 +170,8 @@ class DestaModel(nn.Module):
             with self.autocast():
                 taps, final = tapped_states(self.encoder, feats, self.spec.model.encoder_layers, final=True)
                 states.append(taps.to(self.states_dtype))
-                texts += [t.strip() for t in decode(final.float().cpu().numpy())] if decode else self._whisper_text(final)
+                given = (feats if self.precision == "bf16" else final).float().cpu().numpy()
+                texts += self._whisper_text(final) if decode is None else [t.strip() for t in decode(given)]
         return torch.cat(states), heard_speech(texts, list(wavs))
 
     def _whisper_text(self, final: torch.Tensor) -> list[str]:

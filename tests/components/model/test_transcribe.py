@@ -150,3 +150,6 @@ def test_one_encoder_pass_feeds_the_connector_and_either_decoder(repo: Path, whi
     assert texts == heard_speech(hf_fp32_text, clips)
     ct2 = CT2Transcriber(whisper, compute_type="float32")
     assert model.hear(clips, batch_size=3, decode=ct2.decode_states)[1] == heard_speech(ct2(clips), clips)
+    # bf16 (on CPUs that have it): the fp32 engine gets the features, its text does not move
+    bf16 = DestaModel(model.spec, model.whisper, model.llm, model.tokenizer, model.processor, precision="bf16")
+    assert bf16.hear(clips, batch_size=3, decode=ct2.decode_states)[1] == heard_speech(ct2(clips), clips)
