@@ -27,6 +27,11 @@ def atomic_dir(target: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def named(err: OSError, path: Path | str) -> OSError:
+    """`err` naming the file it was about (a failed write() says only "No space left on device")."""
+    return err if err.filename else type(err)(err.errno, err.strerror, str(path))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temp file and rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +43,9 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise named(err, path) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

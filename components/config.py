@@ -56,6 +56,12 @@ class IngestConfig(Section):
     shard_max_mb: int = Field(64, gt=0)
     workers: int = Field(2, ge=1)
     embedded: EmbeddedCorpusConfig = EmbeddedCorpusConfig()
+    # Root that lhotse manifests' and AQA .jsonl audio paths must lie under (None: each manifest's folder);
+    # --data-root overrides it.
+    data_root: str | None = None
+    # The stage fails (exit 1, the flow stops) when fewer than this share of the inputs is accepted, and
+    # always when none is; the quarantine rows are written either way.
+    min_accepted_fraction: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _bounds(self) -> IngestConfig:

@@ -17,9 +17,14 @@ console = Console(stderr=True)
 ParamsOpt = typer.Option(None, "--params", help="params.yaml to use (default: ./params.yaml or $DESTA_PARAMS).")
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """One error line on stderr (never wrapped, markup in the message shown as is), then exit `code`."""
+def fail_line(message: str) -> None:
+    """One error line on stderr (never wrapped, markup in the message shown as is)."""
     console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One error line on stderr, then exit `code`."""
+    fail_line(message)
     raise typer.Exit(code)
 
 

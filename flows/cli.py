@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -14,7 +15,9 @@ import typer
 
 from components.cli import app
 from components.config import ConfigError
-from components.console import console, fail, load_profile
+from components.console import console, fail, fail_line, load_profile
+
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
 @app.command()
@@ -118,10 +121,19 @@ def run(
 
 
 def main() -> None:
+    """The `desta` entry point: a full disk or a refused write ends in one line, not a traceback (the
+    stages write through temp files and renames, so what was complete before stays complete)."""
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as err:
+        if err.errno not in DISK_ERRORS:
+            raise
+        where = err.filename or os.getcwd()
+        fail_line(f"{err.strerror} writing {where}: free space there (or point data.root / --out at another "
+                  f"disk) and re-run; finished outputs are kept, nothing half-written was left")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

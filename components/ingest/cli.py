@@ -34,6 +34,7 @@ def ingest_command(
     cfg = prof.ingest
     sources = source or cfg.sources
     out = data_dir(prof, out, "ingest")
+    data_root = data_root or (Path(cfg.data_root) if cfg.data_root else None)
     t0 = time.perf_counter()
     try:
         cands = resolve_sources(sources, data_root, EspeakSettings(**cfg.embedded.model_dump()))
@@ -50,6 +51,12 @@ def ingest_command(
         f"total {stats['total']} inputs; decoded {report.decoded}, reused {report.reused}; "
         f"{stats['accepted_audio_seconds']:.0f} s of audio in {seconds:.1f} s -> {out}"
     )
+    if stats["accepted"] == 0 or stats["accepted"] < cfg.min_accepted_fraction * stats["total"]:
+        top = sorted(stats["quarantined_by_reason"].items(), key=lambda kv: -kv[1])[:3]
+        why = ", ".join(f"{k} {v}" for k, v in top) or "no inputs found"
+        fail(f"ingest accepted {stats['accepted']} of {stats['total']} inputs (ingest.min_accepted_fraction "
+             f"{cfg.min_accepted_fraction}): nothing to pass on. Top reasons: {why}; every rejected input is in "
+             f"{out / QUARANTINE}")
     if track:
         metrics = stats | {"decoded": report.decoded, "reused": report.reused, "wall_seconds": seconds}
         log_stage("ingest", prof, {"ingest": cfg.model_dump(mode="json")}, metrics=metrics,

@@ -1,11 +1,16 @@
 """Adapter: lhotse recording (+ supervision) manifests, so any lhotse recipe feeds the pipeline.
 
 One candidate per recording (the whole file); its supervisions give transcript, speaker, gender,
-language and custom fields. Only `file` audio sources are read, and only under the data root.
+language and custom fields. Only `file` audio sources are read, and only under the data root: the trust
+boundary against manifests that point at `/etc/...` or `../..`. lhotse recipes write absolute paths to
+the corpus they downloaded, beside their manifests' folder, not in it; so with no data root given (the
+default is the manifest's folder) a manifest whose audio lies outside it stops before anything is
+decoded, naming the folder it points at, and the user decides whether to trust it (`--data-root`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +47,11 @@ def prepare_lhotse(recordings: Path, data_root: Path | None = None, dataset: str
     if sup_path.is_file():
         for sup in SupervisionSet.from_file(sup_path):
             by_rec.setdefault(sup.recording_id, []).append(sup)
+    recs = list(RecordingSet.from_file(recordings))
+    if data_root is None:
+        _check_default_root(recordings, recs, root)
     out: list[Candidate] = []
-    for rec in RecordingSet.from_file(recordings):
+    for rec in recs:
         files = [s for s in rec.sources if s.type == "file"]
         if len(files) != len(rec.sources) or not files:
             out.append(Candidate(f"{recordings}#{rec.id}", name, reject=BAD_ROW, detail="only file sources are supported"))
@@ -58,3 +66,17 @@ def prepare_lhotse(recordings: Path, data_root: Path | None = None, dataset: str
             meta = {"recording_id": rec.id, **_supervision_metadata(by_rec.get(rec.id, []))}
             out.append(Candidate(ref, name, path=target, metadata=meta))
     return out
+
+
+def _check_default_root(recordings: Path, recs: list[Any], root: Path) -> None:
+    """Raise (one line) when recordings lie outside the default data root, naming their common folder."""
+    refs = [str(s.source) for r in recs for s in r.sources if s.type == "file"]
+    outside = [ref for ref in refs if within_root(ref, root) is None]
+    if not outside:
+        return
+    folders = [str((Path(ref) if Path(ref).is_absolute() else root / ref).resolve().parent) for ref in outside]
+    common = os.path.commonpath(folders)
+    raise ValueError(
+        f"{recordings}: {len(outside)} of {len(refs)} recordings lie outside the default data root {root} "
+        f"(the manifest's folder), under {common}. If you trust that folder, pass --data-root {common} "
+        f"(or set ingest.data_root in params.yaml); nothing was decoded")

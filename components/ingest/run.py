@@ -118,6 +118,25 @@ def ingest(
     report.decoded = len(to_decode)
 
     writer = ShardWriter(out_dir, shard_max_bytes, next_shard_index(out_dir))
+    try:
+        manifest, quarantine = _write(plan, results, writer, limits, report)
+        report.accepted = len(manifest)
+        report.quarantined = Counter(r["reason"] for r in quarantine)
+        report.audio_seconds = sum(r["duration"] for r in manifest)
+        assert report.total == len(unique), "every input must land in exactly one output file"
+        atomic_write_text(out_dir / QUARANTINE, _dumps(quarantine))
+        atomic_write_text(out_dir / MANIFEST, _dumps(manifest))
+    except BaseException:
+        writer.abort()  # the manifest on disk is the previous one: it names none of this run's shards
+        raise
+    atomic_write_text(out_dir / STATS, json.dumps(report.as_dict(), indent=2, sort_keys=True) + "\n")
+    _drop_unreferenced_shards(out_dir, {r["shard"] for r in manifest})
+    return report
+
+
+def _write(plan: list[tuple[Candidate, str | None, dict | None]], results: dict[int, Decoded | Rejected],
+           writer: ShardWriter, limits: Limits, report: IngestReport) -> tuple[list[dict], list[dict]]:
+    """Shard the accepted clips in input order; returns the manifest and quarantine rows."""
     kept_ids = {old["id"]: old["source"] for _, _, old in plan if old is not None and "id" in old}
     manifest: list[dict[str, Any]] = []
     quarantine: list[dict[str, Any]] = []
@@ -153,16 +172,7 @@ def ingest(
                 "metadata": cand.metadata,
             })
     writer.close()
-
-    report.accepted = len(manifest)
-    report.quarantined = Counter(r["reason"] for r in quarantine)
-    report.audio_seconds = sum(r["duration"] for r in manifest)
-    assert report.total == len(unique), "every input must land in exactly one output file"
-    atomic_write_text(out_dir / QUARANTINE, _dumps(quarantine))
-    atomic_write_text(out_dir / MANIFEST, _dumps(manifest))
-    atomic_write_text(out_dir / STATS, json.dumps(report.as_dict(), indent=2, sort_keys=True) + "\n")
-    _drop_unreferenced_shards(out_dir, {r["shard"] for r in manifest})
-    return report
+    return manifest, quarantine
 
 
 def _q(cand: Candidate, reason: str, detail: str, digest: str | None) -> dict[str, Any]:

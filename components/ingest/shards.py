@@ -11,6 +11,8 @@ import os
 import tarfile
 from pathlib import Path
 
+from components.atomic import named
+
 SHARD_DIR = "shards"
 
 
@@ -41,20 +43,41 @@ class ShardWriter:
         info = tarfile.TarInfo(f"{clip_id}.flac")
         info.size = len(flac)
         info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o644, 0, 0, "", ""
-        self._tar.addfile(info, io.BytesIO(flac))
+        try:
+            self._tar.addfile(info, io.BytesIO(flac))
+        except OSError as err:
+            raise named(err, self.dir / f"{self.name}.tmp") from err
         self._size += len(flac) + 512
         return self.name
 
     def close(self) -> None:
         if self._tar is None:
             return
-        self._tar.close()
         tmp = self.dir / f"{self.name}.tmp"
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        try:
+            self._tar.close()
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        except OSError as err:
+            raise named(err, tmp) from err
         os.replace(tmp, self.dir / self.name)
         self.written.append(self.name)
         self._tar = None
+
+
+    def abort(self) -> None:
+        """After a failure (a full disk, a kill signal turned exception): remove the open shard's temp file
+        and the shards this writer closed, which no manifest names yet, so a re-run numbers them alike."""
+        if self._tar is not None:
+            try:
+                self._tar.close()
+            except OSError:
+                pass  # e.g. no space for the tar's end blocks: the file goes anyway
+            self._tar = None
+        (self.dir / f"{self.name}.tmp").unlink(missing_ok=True)
+        for name in self.written:
+            (self.dir / name).unlink(missing_ok=True)
+        self.written = []
 
 
 def next_shard_index(out_dir: Path) -> int:

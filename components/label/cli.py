@@ -62,6 +62,10 @@ def label_command(
         f"({stats['generator_digest'][:19]})"
     )
     print(json.dumps(stats, sort_keys=True))
+    if stats["rows_written"] == 0:
+        fail(f"label wrote no rows from {len(rows)} seed rows ({stats['clips']} labelled: label.splits "
+             f"{prof.label.splits}; filtered {stats['filtered']}: {reasons}; quarantined {stats['quarantined']}): "
+             f"nothing to train on. Details in {out / STATS}")
     if track:
         log_stage("label", prof, {"label": prof.label.model_dump(mode="json"), "models.generator": stats["generator"]},
                   metrics=stats | {f"filtered.{k.replace(':', '.')}": v for k, v in stats["filtered_by_reason"].items()},

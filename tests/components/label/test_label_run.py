@@ -147,6 +147,22 @@ def test_cli_reads_a_seeds_dir(tmp_path: Path, repo: Path, llm_dir: Path) -> Non
     assert stats["clips"] == 3 and stats["rows_written"] - stats["choice_rows"] + stats["quarantined"] == 3 * per_clip
 
 
+def test_cli_fails_when_no_row_is_written(tmp_path: Path, repo: Path) -> None:
+    """Seeds that all sit in the held-out split: nothing to label, so the stage exits 1 naming why (the
+    flow and `dvc repro` stop before training on nothing); its stats are written all the same."""
+    from typer.testing import CliRunner
+
+    from components.label.cli import app
+
+    write_jsonl(tmp_path / "seeds" / "shards" / "seeds-000000.jsonl",
+                [r | {"split": "test"} for r in seed_rows(3)])
+    res = CliRunner().invoke(app, ["--seeds", str(tmp_path / "seeds"), "--out", str(tmp_path / "out"),
+                                   "--params", str(repo / "params.yaml"), "--no-track", "--no-progress"])
+    assert res.exit_code == 1, res.output
+    assert "label wrote no rows from 3 seed rows (0 labelled: label.splits ['train']" in " ".join(res.output.split())
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["rows_written"] == 0
+
+
 def test_units_fan_out_like_label(tmp_path: Path, models: ModelsConfig, hf_backend) -> None:
     """plan_units/run_unit/finalize on a thread pool (as a Prefect task runner would) == label()."""
     import pickle
