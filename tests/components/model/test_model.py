@@ -238,6 +238,14 @@ def test_paper_wiring_on_tiny_random_configs(repo: Path, tiny: DestaModel) -> No
 
 
 def test_save_load_gives_identical_generations(tmp_path: Path, tiny: DestaModel, corpus) -> None:
+    saved = {k: v.clone() for k, v in tiny.connector.state_dict().items()}  # `tiny` is shared: restored below
+    try:
+        _save_load_gives_identical_generations(tmp_path, tiny, corpus)
+    finally:
+        tiny.connector.load_state_dict(saved)
+
+
+def _save_load_gives_identical_generations(tmp_path: Path, tiny: DestaModel, corpus) -> None:
     root, rows = corpus
     with torch.no_grad():  # move away from the init so a silent non-load would show
         for p in tiny.connector.parameters():

@@ -303,8 +303,14 @@ def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_resumes(repo: Path, c
     env = {**os.environ, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}
     proc = subprocess.Popen(cli(params, rows, out, cache, "--no-track"), cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
     while proc.poll() is None and len(history(out)) < 3:
+        if time.monotonic() > deadline:  # stop it (SIGTERM: the launcher ends its ranks) rather than hang
+            proc.terminate()
+            proc.communicate(timeout=120)
+            pytest.fail("training logged fewer than 3 steps within 240 s")
         time.sleep(0.1)
+    assert proc.poll() is None, "training ended before its cache could be poisoned"
     poisoned = list(cache.rglob("*.safetensors"))
     for f in poisoned:
         states = load_file(str(f))["states"]
