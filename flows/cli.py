@@ -121,8 +121,8 @@ def run(
 
 
 def main() -> None:
-    """The `desta` entry point: a full disk or a refused write ends in one line, not a traceback (the
-    stages write through temp files and renames, so what was complete before stays complete)."""
+    """The `desta` entry point: a full disk or a refused write ends in one line naming the file, not a
+    traceback."""
     try:
         app()
     except KeyboardInterrupt:
@@ -132,7 +132,7 @@ def main() -> None:
             raise
         where = err.filename or os.getcwd()
         fail_line(f"{err.strerror} writing {where}: free space there (or point data.root / --out at another "
-                  f"disk) and re-run; finished outputs are kept, nothing half-written was left")
+                  f"disk) and re-run")
         sys.exit(1)
 
 

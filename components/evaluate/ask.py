@@ -12,6 +12,7 @@ row that opens with it.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,7 @@ class Asker:
         first: dict[Row, int] = {}
         for i, row in enumerate(rows):
             first.setdefault(row, i)  # identical contexts (and so identical options) are asked once
+        asked = Counter(rows)
         distinct = list(first)
         cuts = _shared_cuts(distinct)
         answers: dict[Row, str] = {}
@@ -113,7 +115,7 @@ class Asker:
                 tokens = decode.greedy(self.m.llm, ctx, max_new_tokens, eos, self.tok.pad_token_id, settled=stop, compact=True)
             answers.update((r, self._text(t)) for r, t in zip(batch, tokens))
             if advance:
-                advance(sum(1 for r in rows if r in set(batch)), phase=phase)
+                advance(sum(asked[r] for r in batch), phase=phase)
         return [answers[r] for r in rows], [scores[r] for r in rows] if options is not None else []
 
     def _context(self, batch: list[Row], cuts: list[int], room: int) -> decode.Context:

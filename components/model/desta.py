@@ -170,8 +170,8 @@ class DestaModel(nn.Module):
             with self.autocast():
                 taps, final = tapped_states(self.encoder, feats, self.spec.model.encoder_layers, final=True)
                 states.append(taps.to(self.states_dtype))
-                given = (feats if self.precision == "bf16" else final).float().cpu().numpy()
-                texts += self._whisper_text(final) if decode is None else [t.strip() for t in decode(given)]
+                given = (feats if self.precision == "bf16" else final) if decode is not None else None
+                texts += self._whisper_text(final) if given is None else [t.strip() for t in decode(given.float().cpu().numpy())]
         return torch.cat(states), heard_speech(texts, list(wavs))
 
     def _whisper_text(self, final: torch.Tensor) -> list[str]:
