@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# Keep the default MLflow store of tests out of the repo's own mlflow.db.
-os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path(os.environ.get('TMPDIR', '/tmp')) / 'desta-tests-mlflow.db'}")
 VENV_BIN = REPO / ".venv" / "bin"
+
+# A shell that ran `eval "$(desta stack env)"`, or exports a profile, a remote or stack ports, must not
+# steer the tests (nor point them at the user's servers): each test sets what it needs itself.
+_SHELL_ENV = ("MLFLOW_", "PREFECT_API_", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+              "AWS_SESSION_TOKEN", "AWS_PROFILE", "DESTA_PROFILE", "DESTA_PARAMS", "DESTA_DVC_", "DESTA_S3_",
+              "DESTA_STACK_", "DESTA_TASK_", "DESTA_PARENT_RUN_ID", "DESTA_STAGE_", "DESTA_PUSH_")
+for _key in [k for k in os.environ if k.startswith(_SHELL_ENV)]:
+    del os.environ[_key]
+# This session's default MLflow store: its own, out of the repo's mlflow.db, removed at the end.
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="desta-tests-"))
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{SESSION_DIR / 'mlflow.db'}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
