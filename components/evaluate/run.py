@@ -135,7 +135,7 @@ def evaluate_model(model: Any, seeds: list[dict[str, Any]], data_root: Path, out
         heard = asker.hear(refs, lambda n: advance(n, phase="clips"), decode)
         prompts = [mcq_prompt(q) for q in questions]
         msgs = [audio_messages(p, q["audio"], heard[q["audio"]]) for p, q in zip(prompts, questions)]
-        # One context pass per question: its greedy answer and every option's score (forced choice).
+        # A clip's shared context once for its questions; each answer and its options' scores from one cache.
         preds, scores = asker.ask(asker.audio_rows(msgs), 16,
                                   options=[asker.option_ids(q["choices"], eos=True) for q in questions],
                                   advance=advance, phase="questions")

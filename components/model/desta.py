@@ -183,8 +183,9 @@ class DestaModel(nn.Module):
         return [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
 
     def transcribe(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
-        """Whisper's own transcript (greedy); '' where it hears no speech."""
-        return self.hear(wavs, batch_size)[1]
+        """Whisper's own transcript (greedy); '' where it hears no speech. A batch at a time: the tapped
+        states of the shared pass are dropped as it goes, not held for every clip."""
+        return [t for i in range(0, len(wavs), batch_size) for t in self.hear(wavs[i : i + batch_size], batch_size)[1]]
 
     # ---- LLM side -----------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, audio_mask: torch.Tensor, audio_states: torch.Tensor,
