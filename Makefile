@@ -26,7 +26,7 @@ models: $(STAMP)
 
 # The local stack (S3 + MLflow + Prefect, idempotent: reused when already up), its client env, then the
 # retrain flow on the embedded default; outputs are pushed to the stack's S3 remote. `desta run` alone
-# works without the stack (local sqlite MLflow, no push). `desta stack down` stops it (S3 data is in memory).
+# works without the stack (local sqlite MLflow, no push). `desta stack down` stops it (its data stays on disk).
 run: setup
 	@$(DESTA) stack up > /dev/null
 	@eval "$$($(DESTA) stack env)" && $(DESTA) run

@@ -1,7 +1,8 @@
-"""The local stack: S3 (moto, in memory), MLflow tracking server and Prefect server + process worker.
+"""The local stack: S3 (SeaweedFS), MLflow tracking server and Prefect server + process worker.
 
-All on 127.0.0.1, each its own process, tracked by pid in `<data dir>/stack.json`. moto keeps buckets
-and objects in memory only: they are lost whenever the stack stops. `desta stack up|down|status|env`.
+All on 127.0.0.1, each its own process, tracked by pid in `<data dir>/stack.json`. Everything stored
+(S3 objects, MLflow runs and registry, Prefect state) lives in the data dir and survives restarts; the
+S3 server accepts only the stack's own generated keys. `desta stack up|down|status|env`.
 """
 
 from components.stack.config import StackConfig

@@ -6,24 +6,25 @@ import os
 from collections.abc import Mapping
 
 from components.stack.config import StackConfig
+from components.stack.objectstore import credentials
 
 REGION = "us-east-1"
-# moto accepts any credentials. These dummies go only into process environments (never into files) and
-# only when the user has none, so real credentials already exported are passed through untouched.
-DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "desta-local", "AWS_SECRET_ACCESS_KEY": "desta-local"}
+# A session token from the user's shell would be sent with the stack's keys (and refused): clients drop it.
+FOREIGN = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
 
-def aws_defaults(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Credentials and region to add when `environ` (default os.environ) lacks them."""
+def s3_env(cfg: StackConfig, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The stack's S3 credentials (they replace any AWS keys in `environ`: the local S3 accepts only its own),
+    plus a region when `environ` (default os.environ) names none. Process environments only, never files."""
     environ = os.environ if environ is None else environ
-    out = {k: v for k, v in DUMMY_CREDENTIALS.items() if not environ.get(k)}
+    out = credentials(cfg.data_dir)
     if not (environ.get("AWS_DEFAULT_REGION") or environ.get("AWS_REGION")):
         out["AWS_DEFAULT_REGION"] = REGION
     return out
 
 
 def client_env(cfg: StackConfig, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """What a client of the stack should export (URLs, DVC remote, and AWS defaults it lacks)."""
+    """What a client of the stack should export (URLs, DVC remote, the S3 credentials)."""
     return {
         "MLFLOW_TRACKING_URI": cfg.mlflow_url,
         "MLFLOW_S3_ENDPOINT_URL": cfg.s3_url,  # for clients writing to s3:// artifact roots directly
@@ -31,7 +32,7 @@ def client_env(cfg: StackConfig, environ: Mapping[str, str] | None = None) -> di
         "DESTA_DVC_REMOTE_URL": f"s3://{cfg.dvc_bucket}",
         "DESTA_S3_ENDPOINT_URL": cfg.s3_url,
         "PREFECT_API_URL": cfg.prefect_api_url,
-        **aws_defaults(environ),
+        **s3_env(cfg, environ),
     }
 
 

@@ -1,12 +1,13 @@
 """`up`, `down` and `status` of the local stack: real processes on 127.0.0.1, tracked by pid in a state file.
 
-S3 is moto: it keeps buckets and objects **in memory only**, so everything stored in it (DVC remote
-data, MLflow artifacts) is lost when the stack stops. MLflow runs and Prefect state survive in sqlite
-files in the data dir, but their artifact links then point at objects that are gone.
+Everything the stack stores lives in its data dir and survives `down`/`up`, a reboot or a killed process:
+S3 objects (DVC remote data, MLflow artifacts) in SeaweedFS's `s3/`, MLflow runs and the model registry in
+`mlflow.db`, Prefect state in `prefect/`. Only `down --purge` deletes them.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -18,14 +19,18 @@ from typing import Any
 
 from filelock import FileLock
 
-from components.stack import procs
+from components.stack import objectstore, procs
 from components.stack.config import HOST, STATE_NAME, StackConfig, data_dir_from_env
+from components.stack.env import s3_env
 from components.stack.health import ServiceExited, http_json, wait_healthy
 from components.stack.services import Service, base_env, executable, prefect_env, services
 from components.stack.state import config_of, new_state, read_state, utc_now, write_state
 
 Log = Callable[[str], None]
-MOTO_NOTE = "S3 is moto, in memory: buckets and objects are lost whenever the stack stops."
+DURABLE_NOTE = "data persists across `down`/`up`; only `desta stack down --purge` deletes it"
+# What the stack writes in its data dir: all of it goes with --purge, nothing else there is touched.
+OWNED = ("s3", "mlflow.db", "mlflow.db-wal", "mlflow.db-shm", "prefect", "logs", objectstore.CREDENTIALS_NAME,
+         objectstore.IDENTITIES_NAME, STATE_NAME, ".stack.lock")
 
 
 class StackError(RuntimeError):
@@ -74,18 +79,30 @@ def _stop_all(state: dict[str, Any], timeout: float, log: Log) -> None:
             log(f"{name} (pid {pid}) was not running")
 
 
-def _create_buckets(cfg: StackConfig) -> None:
-    import boto3  # ~0.5 s import: only when starting
+def s3_client(cfg: StackConfig):
+    """boto3 on the stack's S3 with its credentials."""
+    import boto3  # ~0.5 s import: only when needed
 
-    env = base_env()
-    s3 = boto3.client(
+    env = {**base_env(), **s3_env(cfg)}
+    return boto3.client(
         "s3", endpoint_url=cfg.s3_url, region_name=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"),
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
-    have = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    for bucket in (cfg.dvc_bucket, cfg.mlflow_bucket):
-        if bucket not in have:
-            s3.create_bucket(Bucket=bucket)
+
+
+def ensure_buckets(cfg: StackConfig) -> None:
+    """Both buckets, signed with the stack's keys (the gateway may answer /healthz before its filer is up)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+    s3 = s3_client(cfg)
+    for attempt in Retrying(stop=stop_after_delay(cfg.timeout), wait=wait_fixed(0.5), reraise=True,
+                            retry=retry_if_exception_type((BotoCoreError, ClientError))):
+        with attempt:
+            have = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+            for bucket in (cfg.dvc_bucket, cfg.mlflow_bucket):
+                if bucket not in have:
+                    s3.create_bucket(Bucket=bucket)
 
 
 def _ensure_pool(cfg: StackConfig, log: Log) -> None:
@@ -158,6 +175,7 @@ def up(cfg: StackConfig, log: Log = print) -> tuple[dict[str, Any], bool]:
             _stop_all(old, 15.0, say)
             cfg.state_file.unlink(missing_ok=True)
 
+        objectstore.prepare(cfg.data_dir)
         defs = {s.name: s for s in services(cfg)}
         for svc in defs.values():  # fail before starting anything when a port is taken
             if svc.port is not None and not procs.port_free(HOST, svc.port):
@@ -178,7 +196,7 @@ def up(cfg: StackConfig, log: Log = print) -> tuple[dict[str, Any], bool]:
                     _wait(svc, proc, state, cfg.timeout)
                     say(f"{svc.name} healthy: {svc.url} (pid {proc.pid})")
                 if group == ["s3"]:
-                    _create_buckets(cfg)
+                    ensure_buckets(cfg)
                     say(f"buckets ready: s3://{cfg.dvc_bucket} (DVC remote), s3://{cfg.mlflow_bucket} (MLflow artifacts)")
             state["complete"] = True
             write_state(cfg.state_file, state)
@@ -200,18 +218,60 @@ def load(data_dir: Path | None = None) -> dict[str, Any] | None:
     return read_state(data_dir_from_env(data_dir) / STATE_NAME)
 
 
-def down(data_dir: Path | None = None, timeout: float = 15.0, log: Log = print) -> bool:
-    """Stop exactly what `up` started (by pid, checked against its argv and start time). False if nothing was up."""
+def down(data_dir: Path | None = None, timeout: float = 15.0, log: Log = print, purge: bool = False) -> bool:
+    """Stop exactly what `up` started (by pid, checked against its argv and start time); with `purge`, then
+    delete everything the stack stored in its data dir. False if nothing was up."""
     data_dir = data_dir_from_env(data_dir)
-    if not (data_dir / STATE_NAME).exists():
-        return False
-    with _lock(data_dir):
-        state = read_state(data_dir / STATE_NAME)
-        if state is None:
-            return False
-        _stop_all(state, timeout, log)
-        (data_dir / STATE_NAME).unlink(missing_ok=True)
-    return True
+    was_up = False
+    if (data_dir / STATE_NAME).exists():
+        with _lock(data_dir):
+            state = read_state(data_dir / STATE_NAME)
+            if state is not None:
+                _stop_all(state, timeout, log)
+                was_up = True
+            (data_dir / STATE_NAME).unlink(missing_ok=True)
+    if purge:
+        _purge(data_dir, log)
+    return was_up
+
+
+def _purge(data_dir: Path, log: Log) -> None:
+    """Delete what the stack wrote (OWNED), then the data dir if that left it empty."""
+    for name in OWNED:
+        path = data_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        log(f"deleted {path}")
+    try:
+        data_dir.rmdir()
+    except OSError:
+        pass  # not empty (the user's own files) or already gone
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where the stack keeps its data and how much there is."""
+
+    name: str
+    path: Path
+    bytes: int
+
+
+def storage(cfg: StackConfig) -> list[Storage]:
+    """The stack's stores on disk: S3 objects, MLflow runs/registry, Prefect state, logs."""
+    places = [("s3", objectstore.data_path(cfg)), ("mlflow", cfg.data_dir / "mlflow.db"),
+              ("prefect", cfg.data_dir / "prefect"), ("logs", cfg.logs_dir)]
+    return [Storage(name, path, objectstore.disk_usage(path)) for name, path in places]
+
+
+def s3_server() -> str:
+    """The object store's binary and version, e.g. 'SeaweedFS 4.48 (/…/.venv/bin/weed)'."""
+    weed = executable("weed")
+    return f"SeaweedFS {objectstore.version(weed)} ({weed})"
 
 
 def status(state: dict[str, Any]) -> list[ServiceStatus]:

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from components.stack import objectstore
 from components.stack.config import HOST, StackConfig
-from components.stack.env import aws_defaults, client_env
+from components.stack.env import FOREIGN, client_env, s3_env
 from components.stack.health import http_ok, worker_polling
 
 WORKER_NAME = "desta-worker"
@@ -46,8 +47,9 @@ def repo_dir() -> str:
 
 
 def base_env() -> dict[str, str]:
-    """The user's environment plus dummy AWS credentials/region if missing, with telemetry off."""
-    return {**os.environ, **aws_defaults(), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    """The user's environment with telemetry off (and without a session token for other keys)."""
+    env = {k: v for k, v in os.environ.items() if k not in FOREIGN}
+    return {**env, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
 def prefect_env(cfg: StackConfig) -> dict[str, str]:
@@ -61,14 +63,15 @@ def prefect_env(cfg: StackConfig) -> dict[str, str]:
 
 
 def services(cfg: StackConfig) -> list[Service]:
-    """In start order: S3, MLflow, Prefect server, Prefect worker."""
+    """In start order: S3, MLflow, Prefect server, Prefect worker. The stack's S3 credentials must exist
+    (`objectstore.credentials(..., create=True)`: `up` makes them once)."""
     env = base_env()
     logs = cfg.logs_dir
     s3 = Service(
-        "s3", "S3 (moto, in memory)",
-        (executable("moto_server"), "-H", HOST, "-p", str(cfg.s3_port)),
+        "s3", "S3 (SeaweedFS)",
+        objectstore.argv(executable("weed"), cfg, cfg.data_dir / objectstore.IDENTITIES_NAME),
         env, cfg.s3_port, cfg.s3_url, logs / "s3.log",
-        healthy=lambda _: http_ok(f"{cfg.s3_url}/moto-api/"),
+        healthy=lambda _: http_ok(f"{cfg.s3_url}/healthz"),
     )
     mlflow = Service(
         "mlflow", "MLflow tracking server",
@@ -78,7 +81,7 @@ def services(cfg: StackConfig) -> list[Service]:
             "--artifacts-destination", f"s3://{cfg.mlflow_bucket}/mlartifacts", "--workers", "1",
         ),
         # Job execution spawns extra processes (huey consumers): off, to keep memory down.
-        {**env, "MLFLOW_S3_ENDPOINT_URL": cfg.s3_url, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        {**env, **s3_env(cfg), "MLFLOW_S3_ENDPOINT_URL": cfg.s3_url, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         cfg.mlflow_port, cfg.mlflow_url, logs / "mlflow.log",
         healthy=lambda _: http_ok(f"{cfg.mlflow_url}/health"),
     )

@@ -56,7 +56,7 @@ def prefect_server(home: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
 
 @contextmanager
 def process(argv: list[str], env: dict[str, str], log: Path, cwd: Path, health: str | None = None) -> Iterator[subprocess.Popen]:
-    """Any long-running helper (worker, moto, mlflow) in its own process group, stopped at the end."""
+    """Any long-running helper (worker, S3, mlflow) in its own process group, stopped at the end."""
     proc = procs.spawn(argv, env, log, cwd=cwd)
     try:
         if health:

@@ -1,5 +1,5 @@
 """Faults of `desta retrain` on the micro pipeline, against real services: a dead S3 remote (then a
-real moto server on the same port), a dead MLflow server, and a SIGKILL in the middle of a stage.
+real SeaweedFS server on the same port), a dead MLflow server, and a SIGKILL in the middle of a stage.
 
 Each run is a real `desta retrain` process with the real flow on a dedicated Prefect server.
 """
@@ -16,14 +16,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.stack import procs
+from components.stack import objectstore, procs
+from components.stack.config import StackConfig
+from components.stack.manager import ensure_buckets
+from components.stack.services import executable
 from tests.conftest import REPO
 from tests.flows.servers import prefect_server, process
 from tests.flows.workspace import BIN, env_for, free_port, micro_workspace, runs
 
 pytestmark = pytest.mark.integration
 BUCKET = "desta-dvc-faults"
-AWS = {"AWS_ACCESS_KEY_ID": "test-dummy", "AWS_SECRET_ACCESS_KEY": "test-dummy", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +48,11 @@ def base_env(ws: Path, penv: dict[str, str], **extra: str) -> dict[str, str]:
     return env
 
 
-def s3_keys(endpoint: str) -> list[str]:
+def s3_keys(endpoint: str, keys: dict[str, str]) -> list[str]:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=AWS["AWS_DEFAULT_REGION"],
-                      aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"])
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id=keys["AWS_ACCESS_KEY_ID"], aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
     return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
 
 
@@ -58,8 +60,10 @@ def test_dead_s3_remote_retries_names_it_and_the_next_run_pushes(tmp_path: Path,
     ws = micro_workspace(tmp_path / "ws")
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    env = base_env(ws, prefect_env, **AWS, DESTA_DVC_REMOTE_URL=f"s3://{BUCKET}", DESTA_S3_ENDPOINT_URL=endpoint,
-                   DESTA_PUSH_RETRIES="2", DESTA_PUSH_RETRY_DELAYS="0.5")
+    store = StackConfig.resolve(data_dir=tmp_path / "store", s3_port=port, dvc_bucket=BUCKET, mlflow_bucket=f"{BUCKET}-ml")
+    keys = objectstore.prepare(store.data_dir)  # the server that comes back later accepts these only
+    env = base_env(ws, prefect_env, **keys, AWS_DEFAULT_REGION="us-east-1", DESTA_DVC_REMOTE_URL=f"s3://{BUCKET}",
+                   DESTA_S3_ENDPOINT_URL=endpoint, DESTA_PUSH_RETRIES="2", DESTA_PUSH_RETRY_DELAYS="0.5")
     res = retrain(ws, env)
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
@@ -67,19 +71,17 @@ def test_dead_s3_remote_retries_names_it_and_the_next_run_pushes(tmp_path: Path,
     assert "Retry 1/2" in out and "Retry 2/2" in out, out  # Prefect retried the push task twice
     assert runs(ws) == ["prepare", "train"]  # the stages themselves finished and are recorded in dvc.lock
 
-    # S3 comes back (a real moto server on the same port): the next run runs no stage and pushes.
-    import boto3
-
-    with process([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], {**os.environ, **AWS},
-                 tmp_path / "moto.log", tmp_path, health=f"{endpoint}/moto-api/"):
-        boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in AWS.items() if k != "AWS_DEFAULT_REGION"},
-                     region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    # S3 comes back (a real SeaweedFS on the same port, its bucket made at start): the next run runs no stage
+    # and pushes.
+    weed = objectstore.argv(executable("weed"), store, store.data_dir / objectstore.IDENTITIES_NAME)
+    with process(list(weed), dict(os.environ), tmp_path / "s3.log", tmp_path, health=f"{endpoint}/healthz"):
+        ensure_buckets(store)  # answers once the bucket is there
         again = retrain(ws, env)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "pushed: True" in again.stderr.replace("\n", " "), again.stderr
         assert runs(ws) == ["prepare", "train"]
-        keys = s3_keys(endpoint)
-    assert len(keys) == 2 and all(k.startswith("files/md5/") for k in keys), keys  # prepare.json + train.json
+        pushed = s3_keys(endpoint, keys)
+    assert len(pushed) == 2 and all(k.startswith("files/md5/") for k in pushed), pushed  # prepare.json + train.json
 
 
 def test_dead_mlflow_server_stops_before_any_stage(tmp_path: Path, prefect_env: dict[str, str]) -> None:

@@ -1,7 +1,7 @@
 """The whole retrain flow on the real stages and the real stack, on a micro corpus.
 
 `desta retrain` with micro overrides (30 espeak clips, 4 training steps, 10 questions) in a clone of
-the repo, with the local stack (moto S3, MLflow server on S3, Prefect server + worker) on free ports:
+the repo, with the local stack (SeaweedFS S3, MLflow server on S3, Prefect server + worker) on free ports:
 every stage runs, outputs land in the DVC bucket, MLflow has the parent run with one child run per
 stage; then a re-run is a no-op, `--always-flow` records it, and `desta lineage` verifies the chain.
 """

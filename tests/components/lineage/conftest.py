@@ -1,4 +1,4 @@
-"""Real services for lineage tests: moto S3 + the MLflow tracking server (S3 artifacts), started with the
+"""Real services for lineage tests: SeaweedFS S3 + the MLflow tracking server (S3 artifacts), started with the
 stack's own service definitions on free ports in a tmp data dir, and a toy DVC pipeline pushed to S3."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from components.stack import procs
+from components.stack import objectstore, procs
 from components.stack.config import StackConfig
 from components.stack.env import client_env
 from components.stack.health import wait_healthy
-from components.stack.manager import _create_buckets
+from components.stack.manager import ensure_buckets
 from components.stack.services import services
 from tests.components.stack.test_stack import free_ports
 from tests.conftest import VENV_BIN
@@ -69,11 +69,12 @@ def git_commit_all(root: Path, env: dict[str, str], message: str) -> None:
 
 @pytest.fixture(scope="session")
 def services_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """moto S3 and MLflow (sqlite + s3:// artifacts) on free loopback ports; stopped at the end."""
+    """SeaweedFS S3 and MLflow (sqlite + s3:// artifacts) on free loopback ports; stopped at the end."""
     s3_port, mlflow_port, prefect_port = free_ports(3)
     cfg = StackConfig.resolve(data_dir=tmp_path_factory.mktemp("lineage-stack"), s3_port=s3_port,
                               mlflow_port=mlflow_port, prefect_port=prefect_port, dvc_bucket="lineage-dvc",
                               mlflow_bucket="lineage-mlflow", pool="unused")
+    objectstore.prepare(cfg.data_dir)
     started = []
     t0 = time.perf_counter()
     try:
@@ -83,7 +84,7 @@ def services_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             ok = wait_healthy(lambda svc=svc: svc.healthy(None), 120, lambda proc=proc: proc.poll() is None)
             assert ok, f"{svc.name} not healthy: {svc.log.read_text()[-2000:]}"
             if svc.name == "s3":
-                _create_buckets(cfg)
+                ensure_buckets(cfg)
         print(f"[lineage] s3 + mlflow up in {time.perf_counter() - t0:.1f} s")
         env = {**os.environ, **client_env(cfg), "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                "DESTA_LINEAGE_STRICT": "1", "DO_NOT_TRACK": "1", "GIT_TERMINAL_PROMPT": "0"}
@@ -95,11 +96,11 @@ def services_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         assert all(not procs.alive(p.pid) for p in started)
 
 
-@pytest.fixture(scope="session")
-def toy_pipeline(services_up: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The toy ingest -> seeds -> label -> train pipeline, reproduced with DVC and pushed to the moto bucket."""
-    env, cfg = services_up["env"], services_up["cfg"]
-    root = tmp_path_factory.mktemp("toy-repo")
+def build_toy_pipeline(root: Path, env: dict[str, str], cfg: StackConfig) -> dict[str, Any]:
+    """The toy ingest -> seeds -> label -> train -> evaluate pipeline in a new repo at `root`, reproduced with
+    DVC (each stage logs to MLflow, train registers a version) and pushed to the stack's DVC bucket."""
+    import json
+
     init_repo(root, env)
     (root / "dvc.yaml").write_text(TOY_DVC_YAML.format(py=sys.executable, toy=TOY))
     (root / "params.yaml").write_text("toy:\n  clips: 5\n")
@@ -112,8 +113,12 @@ def toy_pipeline(services_up: dict[str, Any], tmp_path_factory: pytest.TempPathF
     repro_s = time.perf_counter() - t0
     run([str(VENV_BIN / "dvc"), "push"], root, env)
     print(f"[lineage] toy pipeline repro in {repro_s:.1f} s, pushed")
-    import json
-
     info = json.loads((root / "data/train/run.json").read_text())
     info["evaluate_run_id"] = (root / "data/evaluate/run_id").read_text()
     return {"root": root, "env": env, "cfg": cfg, **info}
+
+
+@pytest.fixture(scope="session")
+def toy_pipeline(services_up: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The toy pipeline, pushed to the session's S3 bucket."""
+    return build_toy_pipeline(tmp_path_factory.mktemp("toy-repo"), services_up["env"], services_up["cfg"])

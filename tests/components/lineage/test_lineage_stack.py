@@ -1,4 +1,4 @@
-"""`desta lineage` against real services: moto S3 (DVC remote) + MLflow server, a toy DVC pipeline whose
+"""`desta lineage` against real services: SeaweedFS S3 (DVC remote) + MLflow server, a toy DVC pipeline whose
 stages log through components.tracking and the lineage hook, pushed with `dvc push`."""
 
 from __future__ import annotations

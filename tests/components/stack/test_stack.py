@@ -1,4 +1,4 @@
-"""The local stack for real: moto S3, MLflow server and Prefect server + worker on free loopback ports."""
+"""The local stack for real: SeaweedFS S3, MLflow server and Prefect server + worker on free loopback ports."""
 
 from __future__ import annotations
 
@@ -53,14 +53,14 @@ def up_args(data_dir: Path, ports: list[int], pool: str, *extra: str) -> list[st
 
 
 def stack_processes(ports: list[int], pool: str) -> list[tuple[int, list[str]]]:
-    """Live moto/mlflow/prefect/uvicorn processes whose argv names one of these ports or this pool."""
+    """Live weed/mlflow/prefect/uvicorn processes whose argv names one of these ports or this pool."""
     marks = {str(p) for p in ports} | {pool}
     found = []
     for entry in Path("/proc").iterdir():
         cmd = procs.cmdline(int(entry.name)) if entry.name.isdigit() else None
         if not cmd or not procs.alive(int(entry.name)):
             continue
-        ours = any(Path(c).name in {"moto_server", "mlflow", "prefect", "uvicorn"} for c in cmd[:3])
+        ours = any(Path(c).name in {"weed", "mlflow", "prefect", "uvicorn"} for c in cmd[:3])
         if ours and marks & set(cmd):
             found.append((int(entry.name), cmd))
     return found
@@ -159,7 +159,7 @@ def test_status_reports_all_up(stack: dict[str, Any]) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     lines = [ln for ln in res.stdout.splitlines() if ln.split()[:1] and ln.split()[0] in SERVICES]
     assert len(lines) == 4 and all("running" in ln and "healthy" in ln for ln in lines), res.stdout
-    assert "in memory" in res.stdout  # moto's data loss is stated
+    assert "SeaweedFS 4.48" in res.stdout and "--purge" in res.stdout  # the object store and its durability are stated
 
 
 def test_up_again_is_a_noop(stack: dict[str, Any]) -> None:
@@ -225,7 +225,7 @@ def test_down_leaves_a_reused_pid_alone(tmp_path: Path) -> None:
             "version": 1, "complete": True,
             "config": StackConfig.resolve(data_dir=tmp_path).as_dict(),
             "services": {"s3": {"pid": other.pid, "port": 1, "url": "", "log": "", "started": "",
-                                "argv": ["/x/moto_server", "-p", "1"], "start_ticks": procs.start_ticks(other.pid)}},
+                                "argv": ["/x/weed", "mini", "-s3.port=1"], "start_ticks": procs.start_ticks(other.pid)}},
         }
         (tmp_path / "stack.json").write_text(json.dumps(state))
         res = stack_cli("down", "--data-dir", str(tmp_path))
@@ -252,9 +252,11 @@ def test_config_options_beat_env_beat_defaults(monkeypatch: pytest.MonkeyPatch, 
 
 def test_worker_runs_deployments_in_the_repo_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # prefect.yaml's pull step is set_working_directory("{{ $DESTA_REPO_DIR }}"), resolved in the worker's env.
+    from components.stack.objectstore import prepare
     from components.stack.services import services
 
     cfg = StackConfig.resolve(data_dir=tmp_path)
+    prepare(tmp_path)  # the services' env carries the stack's S3 keys
     monkeypatch.delenv("DESTA_REPO_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     worker = {s.name: s for s in services(cfg)}["worker"]
