@@ -110,8 +110,10 @@ class StageRun:
         """Datasets as run inputs (mlflow.log_inputs): name, digest, source URI, context, tags."""
         _log_datasets(self.run_id, datasets)
 
-    def register_model(self, artifact_path: str, name: str, tags: Mapping[str, Any] | None = None) -> str:
-        """Register this run's artifact directory as a new version of `name`; returns the version."""
+    def register_model(self, artifact_path: str | None, name: str, tags: Mapping[str, Any] | None = None,
+                       source: str | None = None) -> str:
+        """Register `source` (a logged model's `models:/<id>` URI), else this run's artifact directory
+        `artifact_path`, as a new version of `name`; returns the version."""
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
@@ -121,9 +123,10 @@ class StageRun:
         except MlflowException as err:
             if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
                 raise
+        logged = source.removeprefix("models:/") if source and source.startswith("models:/m-") else None
         version = client.create_model_version(
-            name, source=f"runs:/{self.run_id}/{artifact_path}", run_id=self.run_id,
-            tags={k: str(v) for k, v in redact(tags or {}).items()},
+            name, source=source or f"runs:/{self.run_id}/{artifact_path}", run_id=self.run_id,
+            tags={k: str(v) for k, v in redact(tags or {}).items()}, model_id=logged,  # a server checks the pair
         )
         return str(version.version)
 
@@ -292,6 +295,18 @@ def find_runs(experiment_ids: list[str], tags: Mapping[str, str], max_results: i
     return [_run_dict(r) for r in runs]
 
 
+def version_logged_with(name: str, tag: str, value: str) -> str | None:
+    """The newest version of registered model `name` whose run carries tag `tag` = `value`, else None."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri())
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string=f"tags.`{tag}` = '{value}'", max_results=1000) if experiments else []
+    versions = [int(v.version) for r in runs
+                for v in client.search_model_versions(f"name = '{name}' and run_id = '{r.info.run_id}'")]
+    return str(max(versions)) if versions else None
+
+
 def get_model_version(name: str, version: str | None = None, alias: str | None = None) -> dict[str, Any]:
     """A registered model version by number or alias; raises LookupError when it does not exist."""
     from mlflow.exceptions import MlflowException
@@ -303,5 +318,12 @@ def get_model_version(name: str, version: str | None = None, alias: str | None =
     except MlflowException as err:
         raise LookupError(f"no model version {name}{'@' + alias if alias else '/' + str(version)}: "
                           f"{err.message if hasattr(err, 'message') else err}") from None
+    source_run = None
+    if (mv.source or "").startswith("models:/m-"):  # an MLflow logged model: the run that logged it
+        try:
+            source_run = client.get_logged_model(mv.source.removeprefix("models:/")).source_run_id
+        except MlflowException:
+            source_run = None
     return {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id or None, "source": mv.source,
-            "aliases": list(getattr(mv, "aliases", []) or []), "tags": dict(mv.tags or {}), "status": mv.status}
+            "source_run_id": source_run, "aliases": list(getattr(mv, "aliases", []) or []),
+            "tags": dict(mv.tags or {}), "status": mv.status}

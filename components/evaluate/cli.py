@@ -32,11 +32,11 @@ def evaluate_command(
     progress: bool = typer.Option(True, help="Show the progress bar."),
 ) -> None:
     """Evaluate on the held-out split (attribute MCQ, WER, instruction following) and apply the gate."""
-    from components.evaluate.gate import apply_gate
+    from components.evaluate.gate import apply_gate, gated_version
     from components.evaluate.run import METRICS, PLOT_ACCURACY, PLOT_GENDER, PREDICTIONS, evaluate_model
     from components.model.desta import DestaModel
     from components.model.transcribe import make_transcriber
-    from components.records import read_seeds, registered_version
+    from components.records import read_seeds
 
     prof = load_profile(params)
     model = data_dir(prof, model, "train/model")
@@ -58,7 +58,7 @@ def evaluate_command(
     _print_metrics(metrics, seconds, out)
     if not track:
         return
-    version = registered_version(model)
+    version, found = gated_version(model, prof.tracking.registered_model)
     numbers = numeric(metrics)
     per_attribute = {f"attr.{k.replace(' ', '_')}.{kind}": v for kind, table in metrics["per_attribute"].items()
                      for k, v in table.items()}
@@ -68,10 +68,11 @@ def evaluate_command(
                  metrics=numbers | per_attribute | {"wall_seconds": seconds}, artifacts=artifacts,
                  tags={"desta.model_version": version or "unregistered"}) as run:
         if version is None:
-            console.print("[yellow]no registered model version recorded: promotion gate skipped[/]")
+            console.print(f"[yellow]no version of {prof.tracking.registered_model} matches this model "
+                          f"({found}): promotion gate skipped[/]")
             return
         decision = apply_gate(prof.tracking.registered_model, version, numbers, prof.evaluate.primary_metric,
                               prof.evaluate.promote_margin, prof.evaluate.forgetting_bound)
         run.set_tags({"desta.gate.promoted": decision.promote, "desta.gate.reason": decision.reason})
-    console.print(f"[green]gate[/] {prof.tracking.registered_model} v{version}: "
+    console.print(f"[green]gate[/] {prof.tracking.registered_model} v{version} ({found}): "
                   f"{'promoted to champion' if decision.promote else 'candidate'} ({decision.reason})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 CHAMPION, CANDIDATE = "champion", "candidate"
@@ -56,3 +57,21 @@ def apply_gate(name: str, version: str, metrics: dict[str, Any], primary: str, m
     client.set_registered_model_alias(name, CHAMPION if decision.promote else CANDIDATE, str(version))
     client.set_model_version_tag(name, version, "desta.gate", ("promoted: " if decision.promote else "held: ") + decision.reason)
     return decision
+
+
+def gated_version(model_dir: Path, name: str) -> tuple[str | None, str]:
+    """(version of `name` to gate, how it was found). In a DVC repo: the version whose training run logged
+    this export's DVC md5 (found through MLflow, so a fresh clone after `dvc pull` gates the right one; no
+    match, no gate). Outside one: the version `desta train` recorded beside the export."""
+    from components.lineage.digests import find_root, hash_paths
+    from components.lineage.log import out_tag
+    from components.records import registered_version
+    from components.tracking import version_logged_with
+
+    root = find_root(model_dir)
+    if root is None:
+        version = registered_version(model_dir)
+        return version, f"recorded by train in {model_dir.parent / 'checkpoints'} (not in a DVC repo)"
+    rel = model_dir.resolve().relative_to(root).as_posix()
+    md5 = hash_paths(root, [rel])[rel].md5
+    return version_logged_with(name, out_tag(rel), md5), f"its training run logged {rel} with DVC md5 {md5}"

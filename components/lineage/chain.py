@@ -162,7 +162,9 @@ class Walker:
         if run is None:
             link.problem = f"model version {label} names training run {mv['run_id']}, which does not exist"
             return
-        if mv["run_id"] not in (mv["source"] or "") and not (mv["source"] or "").startswith(run["artifact_uri"] or "\0"):
+        logged_by_run = mv.get("source_run_id") == mv["run_id"]  # an MLflow model that run logged
+        if not logged_by_run and mv["run_id"] not in (mv["source"] or "") \
+                and not (mv["source"] or "").startswith(run["artifact_uri"] or "\0"):
             link.problem = f"model version {label}: source {mv['source']} is not an artifact of run {mv['run_id']}"
         if run["tags"].get("desta.stage") != "train":
             link.problem = (f"model version {label} links run {mv['run_id']}, which is a "

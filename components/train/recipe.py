@@ -373,15 +373,17 @@ class TrainRecipe:
         if not self.tracker:
             return
         from components.lineage import log_stage_lineage
+        from components.model.serving import log_pyfunc
         from components.stage import numeric
 
         tracker, job, out, prof = self.tracker, self.job, self.out, self.prof
         tracker.log_metrics({f"final.{k}": float(v) for k, v in numeric(self.summary).items()})
         tracker.log_artifact(self.history_path)
         tracker.log_artifact(out / "metrics.json")
-        tracker.log_artifact(out / "model", "model")
+        # An MLflow model (pyfunc: audio + instruction -> answer) around the export: loadable and servable.
+        logged = log_pyfunc(out / "model")
         log_stage_lineage(tracker, "train")  # again, now that data/train/model exists: records its digest (evaluate's input)
-        version = tracker.register_model("model", prof.tracking.registered_model, tags={
+        version = tracker.register_model(None, prof.tracking.registered_model, source=logged.model_uri, tags={
             "fingerprint": job["fingerprint"], "rows_sha256": job["rows_sha256"], "profile": job["profile_name"]})
         tracker.set_tags({"desta.registered_model": prof.tracking.registered_model,
                           "desta.registered_version": version})

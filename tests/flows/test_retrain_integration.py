@@ -1,9 +1,12 @@
-"""The whole retrain flow on the real stages and the real stack, on a micro corpus.
+"""The whole retrain flow on the real stages and the real stack, on a micro corpus (part of `make test`).
 
 `desta retrain` with micro overrides (30 espeak clips, 4 training steps, 10 questions) in a clone of
 the repo, with the local stack (SeaweedFS S3, MLflow server on S3, Prefect server + worker) on free ports:
 every stage runs, outputs land in the DVC bucket, MLflow has the parent run with one child run per
-stage; then a re-run is a no-op, `--always-flow` records it, and `desta lineage` verifies the chain.
+stage; then a re-run is a no-op, `--always-flow` records it, and `desta lineage` verifies the chain;
+the stack restarts and the chain, the remote and the champion (an MLflow pyfunc) are all still there;
+a fresh clone's `dvc pull` restores the workspace, and its forced `dvc repro evaluate` gates the version
+MLflow names for the pulled weights (the clone has no train checkpoints).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pytest
 from components.stack import StackConfig, client_env, down, up
 from tests.flows.workspace import BIN, clone, env_for, micro_corpus, micro_overrides, overlay_working_tree
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 STAGES = ["ingest", "seeds", "label", "train", "evaluate"]
 
 
@@ -108,6 +111,33 @@ def test_full_retrain_on_the_stack_then_noop(tmp_path: Path, stack: StackConfig)
 
     lineage = desta(ws, env, "lineage", "champion")
     assert lineage.returncode == 0, lineage.stdout + lineage.stderr
+    champion = client.get_model_version_by_alias("desta-audio-tiny", "champion")
+
+    # The stack restarts: the remote, the registry and the lineage chain are all still there.
+    t2 = time.perf_counter()
+    down(stack.data_dir, log=print)
+    up(stack, log=print)
+    restart_s = time.perf_counter() - t2
+    assert len(keys(stack, stack.dvc_bucket)) == len(dvc_keys)
+    cloud = subprocess.run([str(BIN / "dvc"), "status", "--cloud", "--json"], cwd=ws, env=env, capture_output=True,
+                           text=True, check=True)
+    assert json.loads(cloud.stdout or "{}") == {}, cloud.stdout
+    again_lineage = desta(ws, env, "lineage", "champion")
+    assert again_lineage.returncode == 0 and "lineage complete" in again_lineage.stderr, again_lineage.stderr
+    # the champion is an MLflow model: MLflow's own API loads it and it answers about a real clip
+    import mlflow.pyfunc
+    import pandas as pd
+
+    mlflow.set_tracking_uri(stack.mlflow_url)
+    try:
+        model = mlflow.pyfunc.load_model("models:/desta-audio-tiny@champion", model_config={"data_root": str(ws / "data")})
+    finally:
+        mlflow.set_tracking_uri(None)
+    seed = json.loads(next((ws / "data" / "seeds" / "shards").glob("*.jsonl")).read_text().splitlines()[0])
+    answer = model.predict(pd.DataFrame({"audio": [seed["audio"]],
+                                         "instruction": ["What is the gender of the speaker?"]}),
+                           params={"max_new_tokens": 8})
+    assert len(answer) == 1 and isinstance(answer[0], str) and answer[0], answer
 
     # A fresh clone with the run's versioned state (params.yaml + dvc.lock, as one would commit them)
     # restores every output from the S3 remote with `dvc pull`, byte for byte.
@@ -126,5 +156,14 @@ def test_full_retrain_on_the_stack_then_noop(tmp_path: Path, stack: StackConfig)
         a, b = ws / out, fresh / out
         files = sorted(f.relative_to(a) for f in a.rglob("*") if f.is_file()) if a.is_dir() else [Path("")]
         assert files and all((a / f).read_bytes() == (b / f).read_bytes() for f in files), out
-    print(f"[integration] full retrain {full:.0f} s, no-op re-run {noop_s:.1f} s, total {time.perf_counter() - t0:.0f} s")
-    (tmp_path / "timings.json").write_text(json.dumps({"full_s": full, "noop_s": noop_s}))
+
+    # The gate after a fresh clone: no train checkpoints here, the version comes from MLflow by digest.
+    assert not (fresh / "data" / "train" / "checkpoints").exists()
+    forced = subprocess.run([str(BIN / "dvc"), "repro", "-f", "-s", "evaluate"], cwd=fresh, env=fresh_env,
+                            capture_output=True, text=True, timeout=1200)
+    out = (forced.stdout + forced.stderr).replace("\n", " ")
+    assert forced.returncode == 0, out[-3000:]
+    assert f"gate desta-audio-tiny v{champion.version} (its training run logged data/train/model" in out, out[-3000:]
+    print(f"[integration] full retrain {full:.0f} s, no-op re-run {noop_s:.1f} s, stack restart {restart_s:.1f} s, "
+          f"total {time.perf_counter() - t0:.0f} s")
+    (tmp_path / "timings.json").write_text(json.dumps({"full_s": full, "noop_s": noop_s, "restart_s": restart_s}))

@@ -216,10 +216,17 @@ def test_training_learns_exports_trainable_only_and_tracks(reference, fresh_mode
     for name in ("lr", "samples_per_s", "peak_rss_mb.rank0", "peak_rss_mb.rank1"):
         assert len(client.get_metric_history(run_id, name)) == STEPS
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"model", "deepspeed_config.json", "history.jsonl", "metrics.json"} <= artifacts
-    assert {a.path for a in client.list_artifacts(run_id, "model")} == {"model/config.json", "model/model.safetensors"}
+    assert {"deepspeed_config.json", "history.jsonl", "metrics.json"} <= artifacts
     version = client.get_model_version("desta-audio-tiny", run.data.tags["desta.registered_version"])
     assert version.run_id == run_id and version.tags["fingerprint"] == metrics["fingerprint"]
+    # the registered version is an MLflow model (pyfunc) that run logged, holding the export's files
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert version.source.startswith("models:/m-") and logged.source_run_id == run_id
+    import mlflow.artifacts
+
+    got = Path(mlflow.artifacts.download_artifacts(f"{logged.artifact_location}", dst_path=str(reference["work"] / "dl")))
+    assert "python_function" in (got / "MLmodel").read_text()
+    assert (got / "artifacts" / "model" / "model.safetensors").read_bytes() == (out / "model" / "model.safetensors").read_bytes()
 
 
 def test_killed_run_resumes_and_continues_the_curve(repo: Path, corpus, encoder_cache: Path, reference,
