@@ -39,21 +39,23 @@ def retrain(
 def _retrain(overrides: list[str], push: bool, always_flow: bool) -> dict:
     """The flow's result, or the no-op fast path's; every failure becomes a clear one-line error."""
     from flows.dvc import DvcError
+    from flows.lock import WorkspaceBusy, workspace_lock
     from flows.noop import finish_noop, up_to_date
     from flows.services import ServiceUnavailable, check_prefect
 
     t0 = time.perf_counter()
     root = Path.cwd()
     try:
-        if not overrides and not always_flow and up_to_date(root):
-            result = finish_noop(root, push)
-        else:
-            if os.environ.get("PREFECT_API_URL"):
-                check_prefect(os.environ["PREFECT_API_URL"])  # else each API call retries for minutes
-            from flows.retrain import retrain as retrain_flow
+        with workspace_lock(root):  # a second run on this workspace waits or refuses here, in one line
+            if not overrides and not always_flow and up_to_date(root):
+                result = finish_noop(root, push)
+            else:
+                if os.environ.get("PREFECT_API_URL"):
+                    check_prefect(os.environ["PREFECT_API_URL"])  # else each API call retries for minutes
+                from flows.retrain import retrain as retrain_flow
 
-            result = retrain_flow(overrides=overrides, push=push, cwd=str(root))
-    except (ConfigError, DvcError, ServiceUnavailable) as err:
+                result = retrain_flow(overrides=overrides, push=push, cwd=str(root))
+    except (ConfigError, DvcError, ServiceUnavailable, WorkspaceBusy) as err:
         fail(str(err))
     result["seconds"] = time.perf_counter() - t0
     return result

@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger, task
 from components.config import apply_overrides, load_params
 from components.tracking import experiment_id, stage_run
 from flows import dvc
+from flows.lock import workspace_lock
 from flows.services import check_mlflow
 from flows.settings import FlowSettings
 
@@ -52,9 +53,14 @@ def _pending(stage: str, root: Path, status: dict[str, Any] | None) -> tuple[boo
 @flow(name="retrain", log_prints=True)
 def retrain(overrides: list[str] | None = None, push: bool = True, cwd: str | None = None) -> dict[str, Any]:
     """Run every DVC stage in order. `overrides`: `key.path=value` strings applied to params.yaml first."""
+    root = Path(cwd) if cwd else Path.cwd()
+    with workspace_lock(root):  # one retrain per workspace: a second one waits or refuses, naming this one
+        return _retrain(root, overrides, push)
+
+
+def _retrain(root: Path, overrides: list[str] | None, push: bool) -> dict[str, Any]:
     log = get_run_logger()
     settings = FlowSettings.from_env()
-    root = Path(cwd) if cwd else Path.cwd()
     uri = check_mlflow()  # before touching params or stages: a dead server must not leave half a run
     params_path = root / "params.yaml"
     if overrides:

@@ -6,6 +6,7 @@ Each run is a real `desta retrain` process with the real flow on a dedicated Pre
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -131,3 +132,39 @@ def test_dead_prefect_server_is_named_before_the_flow_starts(tmp_path: Path) -> 
     res = retrain(ws, base_env(ws, {"PREFECT_API_URL": dead}), timeout=120)
     assert res.returncode == 1 and f"Prefect server at {dead} is unreachable" in res.stderr.replace("\n", " "), res.stderr
     assert runs(ws) == []
+
+
+def _wait_for_train(proc: subprocess.Popen, ws: Path) -> None:
+    deadline = time.monotonic() + 240
+    while not (ws / "out" / "train.started").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "train never started"
+        time.sleep(0.2)
+
+
+def test_a_second_run_on_one_workspace_refuses_or_waits(tmp_path: Path, prefect_env: dict[str, str]) -> None:
+    ws = micro_workspace(tmp_path / "ws")
+    env = base_env(ws, prefect_env, STAGE_SLEEP_TRAIN="15")
+    first = subprocess.Popen([str(BIN / "desta"), "retrain", "--no-push"], cwd=ws, env=env, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = [first]
+    try:
+        _wait_for_train(first, ws)
+        second = retrain(ws, env, "--no-push", timeout=120)  # between or inside stages: refused at once
+        out = second.stdout + second.stderr
+        assert second.returncode == 1 and "Traceback" not in out, out
+        assert f"another retrain is running in {ws} (pid {first.pid} on " in out.replace("\n", " "), out
+        queued = subprocess.Popen([str(BIN / "desta"), "retrain", "--no-push"], cwd=ws,
+                                  env={**env, "DESTA_WORKSPACE_WAIT": "300"}, start_new_session=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(queued)
+        stdout, stderr = first.communicate(timeout=300)
+        assert first.returncode == 0, stdout + stderr
+        q_out, q_err = queued.communicate(timeout=300)  # waited for the first, then found nothing to do
+        assert queued.returncode == 0 and "nothing to do" in q_out + q_err, q_out + q_err
+    finally:
+        for p in started:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    assert runs(ws) == ["prepare", "train"]  # each stage ran once: the second run started nothing
+    assert json.loads((ws / "out" / "train.json").read_text())["upstream"]  # train's output intact
