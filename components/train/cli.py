@@ -23,10 +23,14 @@ def train_command(
     fresh: bool = typer.Option(False, help="Drop existing checkpoints and start over (default: resume the same run)."),
     track: bool = typer.Option(True, help="Log the run to MLflow (rank 0) and register the model."),
     encoder_cache: Optional[Path] = typer.Option(None, help="Encoder-state cache dir (default: $DESTA_CACHE/encoder-states)."),  # noqa: UP045
+    nnodes: int = typer.Option(1, help="Nodes in the run: start one `desta train` per node, each with its --node-rank."),
+    node_rank: int = typer.Option(0, help="This node's rank (0 prepares the run; rank 0 writes the outputs)."),
+    master_addr: str = typer.Option("127.0.0.1", help="Node 0's address, the same on every node."),
+    master_port: Optional[int] = typer.Option(None, help="Rendezvous port on node 0 (needed with --nnodes > 1)."),  # noqa: UP045
 ) -> None:
     """Train the Q-Former connector (and LoRA) with DeepSpeed; resumes after a crash."""
     from components.config import ConfigError, load_params
-    from components.train.launch import TrainError, train
+    from components.train.launch import Nodes, TrainError, train
 
     try:
         p = load_params(params)
@@ -35,10 +39,12 @@ def train_command(
     prof = p.active
     rows, out = data_dir(prof, rows, "label"), data_dir(prof, out, "train")
     t0 = time.perf_counter()
-    console.print(f"[cyan]train:[/] {prof.train.ranks} x {prof.train.device} ranks, {prof.train.deepspeed_config}, "
-                  f"{prof.train.precision}; rows {rows} -> {out}")
     try:
-        result = train(prof, p.profile, rows, out, track=track, fresh=fresh, encoder_cache=encoder_cache)
+        nodes = Nodes(nnodes, node_rank, master_addr, master_port)
+        where = f" on node {node_rank} of {nnodes}" if nnodes > 1 else ""
+        console.print(f"[cyan]train:[/] {prof.train.ranks} x {prof.train.device} ranks{where}, "
+                      f"{prof.train.deepspeed_config}, {prof.train.precision}; rows {rows} -> {out}")
+        result = train(prof, p.profile, rows, out, track=track, fresh=fresh, encoder_cache=encoder_cache, nodes=nodes)
     except TrainError as err:
         fail(str(err))
     m = result.metrics

@@ -1,8 +1,11 @@
 """`desta train`: check the data, write the job, start the ranks, report.
 
 One node: `python -m torch.distributed.run --nproc_per_node <train.ranks> -m components.train.worker`
-(CPU ranks talk over gloo, GPU ranks over NCCL). Several nodes: the DeepSpeed launcher with
-`train.hostfile`. Users never write these lines; `launch` builds and runs them.
+(CPU ranks talk over gloo, GPU ranks over NCCL). Several nodes, either: one `desta train --nnodes N
+--node-rank K --master-addr HOST --master-port P` per node (what a Slurm/batch script starts; torchrun's
+multi-node rendezvous, `train.ranks` ranks on each node, the output dir on a shared filesystem; node 0
+prepares the run and rank 0 writes the outputs), or the DeepSpeed launcher with `train.hostfile` (it
+starts every node itself over ssh). Users never write the launcher lines; `launch` builds and runs them.
 
 Resuming: a run is identified by a fingerprint of everything that shapes it (backbones, model,
 training params, DeepSpeed template, the rows' bytes). Re-running with the same fingerprint resumes
@@ -37,6 +40,26 @@ class TrainError(RuntimeError):
     """Training could not run or stopped; the message says why."""
 
 
+@dataclass(frozen=True)
+class Nodes:
+    """Where this `desta train` sits in a multi-node run (torchrun's static rendezvous on node 0's address)."""
+
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int | None = None  # None: a free port (one node only)
+
+    def __post_init__(self) -> None:
+        if self.nnodes < 1 or not 0 <= self.node_rank < self.nnodes:
+            raise TrainError(f"--node-rank {self.node_rank} must be in 0..{self.nnodes - 1} (--nnodes {self.nnodes})")
+        if self.nnodes > 1 and not self.master_port:
+            raise TrainError("several nodes need --master-port (the same on every node) and --master-addr (node 0's)")
+
+    @property
+    def primary(self) -> bool:
+        return self.node_rank == 0
+
+
 @dataclass
 class TrainResult:
     out: Path
@@ -59,8 +82,8 @@ def hostfile_slots(path: Path) -> int:
     return total
 
 
-def world_size(prof: Profile) -> int:
-    return hostfile_slots(Path(prof.train.hostfile)) if prof.train.hostfile else prof.train.ranks
+def world_size(prof: Profile, nodes: Nodes = Nodes()) -> int:
+    return hostfile_slots(Path(prof.train.hostfile)) if prof.train.hostfile else prof.train.ranks * nodes.nnodes
 
 
 def fingerprint(prof: Profile, rows_sha256: str, ds_config: dict[str, Any]) -> str:
@@ -76,16 +99,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def command(job_path: Path, prof: Profile) -> list[str]:
-    """The launcher line for this job (torchrun on one node, the DeepSpeed launcher with a hostfile)."""
+def command(job_path: Path, prof: Profile, nodes: Nodes = Nodes()) -> list[str]:
+    """The launcher line for this job (torchrun on this node, the DeepSpeed launcher with a hostfile)."""
     worker = ["components.train.worker", "--job", str(job_path)]
     if prof.train.hostfile:
         launcher = Path(sys.executable).with_name("deepspeed")
         return [str(launcher), "--hostfile", prof.train.hostfile, "--master_port", str(_free_port()),
                 "--module", *worker]
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
-            "--nproc_per_node", str(prof.train.ranks), "--master_addr", "127.0.0.1",
-            "--master_port", str(_free_port()), "-m", *worker]
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes.nnodes),
+            "--node_rank", str(nodes.node_rank), "--nproc_per_node", str(prof.train.ranks),
+            "--master_addr", nodes.master_addr, "--master_port", str(nodes.master_port or _free_port()), "-m", *worker]
 
 
 def _check_device(prof: Profile) -> None:
@@ -102,27 +125,29 @@ def _check_device(prof: Profile) -> None:
 
 
 def prepare(prof: Profile, profile_name: str, rows_path: Path, out: Path, *, track: bool = True,
-            fresh: bool = False, encoder_cache: Path | None = None) -> dict[str, Any]:
-    """Validate data and settings, decide fresh vs resume, write OUT/job.json; returns the job."""
+            fresh: bool = False, encoder_cache: Path | None = None, nodes: Nodes = Nodes()) -> dict[str, Any]:
+    """Validate data and settings, decide fresh vs resume, write OUT/job.json; returns the job. Another
+    node than 0 only writes its own job file (the same job): node 0 alone touches checkpoints and run.json."""
     _check_device(prof)
     files = D.row_files(rows_path)
     rows = D.read_rows(files)
     D.check_audio(rows, Path(prof.data.root))
     template = Path(prof.train.deepspeed_config)
-    ds = dsconfig.build(template, prof.train, world_size(prof))
+    ds = dsconfig.build(template, prof.train, world_size(prof, nodes))
     rows_sha = D.rows_digest(files)
     fp = fingerprint(prof, rows_sha, ds)
 
     ckpt = out / "checkpoints"
     run_file = ckpt / "run.json"  # {fingerprint, mlflow_run_id (rank 0 adds it), registered_version}
-    state = json.loads(run_file.read_text()) if run_file.is_file() else {}
-    if fresh or state.get("fingerprint") != fp:
-        shutil.rmtree(ckpt, ignore_errors=True)
-        (out / "history.jsonl").unlink(missing_ok=True)
-        state = {"fingerprint": fp}
-    shutil.rmtree(out / "errors", ignore_errors=True)
-    ckpt.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps(state, indent=2) + "\n")
+    if nodes.primary:
+        state = json.loads(run_file.read_text()) if run_file.is_file() else {}
+        if fresh or state.get("fingerprint") != fp:
+            shutil.rmtree(ckpt, ignore_errors=True)
+            (out / "history.jsonl").unlink(missing_ok=True)
+            state = {"fingerprint": fp}
+        shutil.rmtree(out / "errors", ignore_errors=True)
+        ckpt.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps(state, indent=2) + "\n")
 
     whisper_digest = None
     if prof.train.encoder_cache:
@@ -137,21 +162,32 @@ def prepare(prof: Profile, profile_name: str, rows_path: Path, out: Path, *, tra
         "deepspeed_template": str(template), "deepspeed": ds, "fingerprint": fp, "track": track,
         "encoder_cache": str(encoder_cache) if prof.train.encoder_cache else None, "whisper_digest": whisper_digest,
     }
-    (out / "job.json").write_text(json.dumps(job, indent=2) + "\n")
-    (out / "deepspeed_config.json").write_text(json.dumps(ds, indent=2) + "\n")
+    (out / job_name(nodes)).write_text(json.dumps(job, indent=2) + "\n")
+    if nodes.primary:
+        (out / "deepspeed_config.json").write_text(json.dumps(ds, indent=2) + "\n")
     return job
 
 
-def launch(job: dict[str, Any], prof: Profile) -> int:
-    """Start every rank and wait; returns the launcher's exit code."""
+def job_name(nodes: Nodes) -> str:
+    return "job.json" if nodes.primary else f"job.node{nodes.node_rank}.json"
+
+
+def threads_per_rank(ranks_here: int) -> int:
+    """CPU threads per rank: $DESTA_THREADS_PER_RANK (nodes sharing one machine), else the cores split."""
+    raw = os.environ.get("DESTA_THREADS_PER_RANK")
+    return int(raw) if raw else max(1, (os.cpu_count() or 1) // max(1, ranks_here))
+
+
+def launch(job: dict[str, Any], prof: Profile, nodes: Nodes = Nodes()) -> int:
+    """Start this node's ranks and wait; returns the launcher's exit code."""
     out = Path(job["out"])
     env = dict(os.environ)
     if job["device"] == "cpu":
         env["DS_ACCELERATOR"] = "cpu"
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, prof.train.ranks)))
+        env["OMP_NUM_THREADS"] = str(threads_per_rank(prof.train.ranks))
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    cmd = command(out / "job.json", prof)
+    cmd = command(out / job_name(nodes), prof, nodes)
     return subprocess.run(cmd, env=env, preexec_fn=_die_with_parent).returncode
 
 
@@ -178,30 +214,33 @@ def _failure(out: Path, code: int) -> TrainError:
 
 
 def train(prof: Profile, profile_name: str, rows_path: Path, out: Path, *, track: bool = True,
-          fresh: bool = False, encoder_cache: Path | None = None) -> TrainResult:
+          fresh: bool = False, encoder_cache: Path | None = None, nodes: Nodes = Nodes()) -> TrainResult:
     """Run (or resume) training to completion; raises TrainError with the reason on failure."""
     out.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out / ".train.lock"), timeout=0)  # one `desta train` per output dir
+    name = ".train.lock" if nodes.primary else f".train.node{nodes.node_rank}.lock"
+    lock = FileLock(str(out / name), timeout=0)  # one `desta train` per output dir (and node)
     try:
         lock.acquire()
     except Timeout:
-        raise TrainError(f"another `desta train` is running on {out} (lock {out / '.train.lock'})") from None
+        raise TrainError(f"another `desta train` is running on {out} (lock {out / name})") from None
     try:
-        return _train_locked(prof, profile_name, rows_path, out, track=track, fresh=fresh, encoder_cache=encoder_cache)
+        return _train_locked(prof, profile_name, rows_path, out, track=track, fresh=fresh, encoder_cache=encoder_cache,
+                             nodes=nodes)
     finally:
         lock.release()
 
 
 def _train_locked(prof: Profile, profile_name: str, rows_path: Path, out: Path, *, track: bool,
-                  fresh: bool, encoder_cache: Path | None) -> TrainResult:
+                  fresh: bool, encoder_cache: Path | None, nodes: Nodes) -> TrainResult:
     try:
-        job = prepare(prof, profile_name, rows_path, out, track=track, fresh=fresh, encoder_cache=encoder_cache)
+        job = prepare(prof, profile_name, rows_path, out, track=track, fresh=fresh, encoder_cache=encoder_cache,
+                      nodes=nodes)
     except (D.TrainDataError, FileNotFoundError) as err:
         raise TrainError(str(err)) from None
     model_cfg = out / "model" / "config.json"
     if not fresh and model_cfg.is_file() and json.loads(model_cfg.read_text()).get("train", {}).get("fingerprint") == job["fingerprint"]:
         return TrainResult(out, out / "model", json.loads((out / "metrics.json").read_text()), skipped=True)
-    code = launch(job, prof)
+    code = launch(job, prof, nodes)
     if code != 0:
         raise _failure(out, code)
     metrics = json.loads((out / "metrics.json").read_text())

@@ -136,6 +136,7 @@ class TrainRecipe:
         from components.model.encoder import EncoderCache  # noqa: F401
         from components.train import data as D  # noqa: F401
         from components.train.dsconfig import zero_stage
+        from components.train.launch import threads_per_rank
 
         self.cpu = cpu = self.job["device"] == "cpu"
         if cpu:
@@ -148,7 +149,7 @@ class TrainRecipe:
         self._log("process group up")
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
         if cpu:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+            torch.set_num_threads(threads_per_rank(local_world))
             self.device = torch.device("cpu")
         else:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
