@@ -5,9 +5,10 @@ a `map_units` function: `desta label` one after another in-process; here (`as_ta
 task on a configurable task runner (flows/settings.py, DESTA_TASK_RUNNER):
 - `threads` (default): a ThreadPoolTaskRunner; units share one loaded backend (LabelJob guards the
   load), which suits the hf backend on one machine and the openai/vllm-server backends (I/O bound);
-- `dask` / `ray`: DaskTaskRunner (prefect-dask) / RayTaskRunner (prefect-ray) against the cluster at
-  DESTA_TASK_CLUSTER; LabelJob pickles without its backend, so each worker loads its own. These
-  packages are not installed by default: choosing them without the package is a clear error.
+- `dask`: DaskTaskRunner (prefect-dask, installed) on the cluster at DESTA_TASK_CLUSTER, else on a
+  LocalCluster started for the run (DESTA_TASK_WORKERS worker processes, one thread each); LabelJob
+  pickles without its backend, so each worker loads its own once;
+- `ray`: RayTaskRunner (prefect-ray, not installed by default: choosing it without it is a clear error).
 
 Outputs are byte-identical to `desta label` (same units, same batches, same shards). Run alone:
 `python -m flows.label --seeds data/seeds --out data/label [--params params.yaml]`.
@@ -41,7 +42,11 @@ def make_task_runner(settings: FlowSettings | None = None) -> TaskRunner:
         if settings.task_runner == "dask":
             from prefect_dask import DaskTaskRunner  # type: ignore[import-not-found]
 
-            return DaskTaskRunner(address=settings.cluster_address) if settings.cluster_address else DaskTaskRunner()
+            if settings.cluster_address:
+                return DaskTaskRunner(address=settings.cluster_address)
+            # A LocalCluster for this run: worker processes, one task at a time each (each loads its own model).
+            return DaskTaskRunner(cluster_kwargs={"n_workers": max(1, settings.task_workers), "threads_per_worker": 1,
+                                                  "processes": True, "dashboard_address": None})
         from prefect_ray import RayTaskRunner  # type: ignore[import-not-found]
 
         return RayTaskRunner(address=settings.cluster_address) if settings.cluster_address else RayTaskRunner()

@@ -84,3 +84,84 @@ def test_units_fan_out_on_threads_and_match_sequential_label(tmp_path: Path, pre
     seq = sorted((tmp_path / "seq" / "shards").glob("label-*.jsonl"))
     assert [p.name for p in fan] == [p.name for p in seq] and len(fan) == 4
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(fan, seq))
+
+
+def test_units_on_a_local_dask_cluster_match_threads(tmp_path: Path, prefect_server: None,
+                                                     embedded_models: dict[str, Path]) -> None:
+    """DESTA_TASK_RUNNER=dask with no address: a LocalCluster of two worker processes is started for the
+    run, each loads its own model, and the shards are byte-identical to the thread pool's."""
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    apply_overrides(params, [
+        "profile=tiny", f"tiny.models.llm={embedded_models['smollm2-135m-instruct']}",
+        "tiny.label.shard_rows=2", "tiny.label.batch_size=2", "tiny.label.max_new_tokens=8",
+        "tiny.label.threads=1", "tiny.label.max_retries=0", "tiny.label.instructions_per_clip=1",
+    ])
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", seed_rows(8))
+    runner = make_task_runner(settings(task_runner="dask"))
+    assert type(runner).__name__ == "DaskTaskRunner"
+    stats = label_shards.with_options(task_runner=runner)(str(seeds), str(tmp_path / "dask"), str(params))
+    assert stats["units"] == 4
+    threads = label_shards.with_options(task_runner=make_task_runner(settings()))(str(seeds), str(tmp_path / "threads"),
+                                                                                 str(params))
+    assert threads["rows_written"] == stats["rows_written"]
+    a = sorted((tmp_path / "dask" / "shards").glob("label-*.jsonl"))
+    b = sorted((tmp_path / "threads" / "shards").glob("label-*.jsonl"))
+    assert [p.name for p in a] == [p.name for p in b] and len(a) == 4
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+
+
+def test_dask_workers_killed_mid_run_are_replaced_and_the_shards_still_match(
+        tmp_path: Path, prefect_server: None, embedded_models: dict[str, Path]) -> None:
+    """SIGKILL every Dask worker process once the first responses are cached (units half done): the
+    nannies start new workers, the lost units run again (from the response cache), same shards."""
+    import signal
+    import sqlite3
+    import threading
+    import time
+
+    import psutil
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    apply_overrides(params, [
+        "profile=tiny", f"tiny.models.llm={embedded_models['smollm2-135m-instruct']}",
+        "tiny.label.shard_rows=6", "tiny.label.batch_size=2", "tiny.label.max_new_tokens=16",
+        "tiny.label.threads=1", "tiny.label.max_retries=0", "tiny.label.instructions_per_clip=1",
+    ])
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", seed_rows(12))
+    killed: list[int] = []
+
+    def cached_rows() -> int:
+        db = tmp_path / "dask" / "cache" / "responses.sqlite"
+        if not db.is_file():
+            return 0
+        try:
+            with sqlite3.connect(db, timeout=1) as con:
+                return con.execute("SELECT count(*) FROM responses").fetchone()[0]
+        except sqlite3.Error:  # created but no table yet
+            return 0
+
+    def kill_workers_when_cached() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            if cached_rows() > 0:  # the first batch is committed: the units are half done
+                for proc in psutil.Process().children():
+                    if any("multiprocessing.spawn" in part for part in proc.cmdline()):  # a Dask worker
+                        proc.send_signal(signal.SIGKILL)
+                        killed.append(proc.pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_workers_when_cached, daemon=True)
+    killer.start()
+    stats = label_shards.with_options(task_runner=make_task_runner(settings(task_runner="dask")))(
+        str(seeds), str(tmp_path / "dask"), str(params))
+    killer.join(5)
+    assert killed, "no Dask worker was running when the first responses were cached"
+    assert stats["units"] == 2 and 0 < cached_rows() <= 12
+    label_shards.with_options(task_runner=make_task_runner(settings()))(str(seeds), str(tmp_path / "threads"), str(params))
+    a = sorted((tmp_path / "dask" / "shards").glob("label-*.jsonl"))
+    b = sorted((tmp_path / "threads" / "shards").glob("label-*.jsonl"))
+    assert [p.name for p in a] == [p.name for p in b] and len(a) == 2
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+    assert not list((tmp_path / "dask" / "shards").glob("*.tmp*"))  # no half-written shard left
