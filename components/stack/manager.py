@@ -153,6 +153,26 @@ def _wait(svc: Service, proc: subprocess.Popen, state: dict[str, Any], timeout: 
         )
 
 
+def _start_s3(svc: Service, state: dict[str, Any], cfg: StackConfig, say: Log, tries: int = 3) -> Service:
+    """Start the object store; its internal ports are picked free just before, so another process may
+    take one in between: then it starts again on other ones (up to `tries` times)."""
+    for attempt in range(1, tries + 1):
+        proc = _start(svc, state, cfg)
+        try:
+            _wait(svc, proc, state, cfg.timeout)
+        except StackError as err:
+            taken = "Port allocation failed" in str(err) or "address already in use" in str(err)
+            if not taken or attempt == tries:
+                raise
+            procs.terminate(proc.pid, 10.0)
+            say(f"s3: an internal port was taken meanwhile; starting again on other ports ({attempt}/{tries})")
+            svc = next(s for s in services(cfg) if s.name == "s3")  # new free internal ports
+            continue
+        say(f"s3 healthy: {svc.url} (pid {proc.pid})")
+        return svc
+    raise AssertionError("unreachable")
+
+
 def up(cfg: StackConfig, log: Log = print) -> tuple[dict[str, Any], bool]:
     """Start S3, MLflow, Prefect server and worker; (state, True) or (existing state, False) if already up.
 
@@ -188,16 +208,16 @@ def up(cfg: StackConfig, log: Log = print) -> tuple[dict[str, Any], bool]:
         state = new_state(cfg)
         try:
             # mlflow and prefect start side by side: their ~5 s import times overlap on 2 cores.
-            for group in (["s3"], ["mlflow", "prefect"], ["worker"]):
+            _start_s3(defs["s3"], state, cfg, say)
+            ensure_buckets(cfg)
+            say(f"buckets ready: s3://{cfg.dvc_bucket} (DVC remote), s3://{cfg.mlflow_bucket} (MLflow artifacts)")
+            for group in (["mlflow", "prefect"], ["worker"]):
                 if group == ["worker"]:
                     _ensure_pool(cfg, say)
                 started = [(defs[n], _start(defs[n], state, cfg)) for n in group]
                 for svc, proc in started:
                     _wait(svc, proc, state, cfg.timeout)
                     say(f"{svc.name} healthy: {svc.url} (pid {proc.pid})")
-                if group == ["s3"]:
-                    ensure_buckets(cfg)
-                    say(f"buckets ready: s3://{cfg.dvc_bucket} (DVC remote), s3://{cfg.mlflow_bucket} (MLflow artifacts)")
             state["complete"] = True
             write_state(cfg.state_file, state)
             return state, True

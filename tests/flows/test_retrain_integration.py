@@ -30,12 +30,20 @@ STAGES = ["ingest", "seeds", "label", "train", "evaluate"]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
+    from components.stack import StackError
     from tests.components.stack.test_stack import free_ports
 
-    s3, mlflow, prefect = free_ports(3)
-    cfg = StackConfig.resolve(data_dir=tmp_path_factory.mktemp("stack"), s3_port=s3, mlflow_port=mlflow,
-                              prefect_port=prefect, pool=f"desta-it-{s3}", timeout=180.0)
-    up(cfg, log=print)
+    data_dir = tmp_path_factory.mktemp("stack")
+    for attempt in range(3):  # ports free a moment ago may be taken before a service binds them: pick again
+        s3, mlflow, prefect = free_ports(3)
+        cfg = StackConfig.resolve(data_dir=data_dir, s3_port=s3, mlflow_port=mlflow, prefect_port=prefect,
+                                  pool=f"desta-it-{s3}", timeout=180.0)
+        try:
+            up(cfg, log=print)
+            break
+        except StackError as err:
+            if "already in use" not in str(err) or attempt == 2:
+                raise
     try:
         yield cfg
     finally:

@@ -52,6 +52,17 @@ def up_args(data_dir: Path, ports: list[int], pool: str, *extra: str) -> list[st
             "--prefect-port", str(prefect), "--pool", pool, *extra]
 
 
+def up_on_free_ports(data_dir: Path, pool: str, tries: int = 3) -> tuple[list[int], subprocess.CompletedProcess]:
+    """`stack up` on ports free a moment ago; another process may take one before a service binds it
+    (a port picked, released, then used): then again on other ports."""
+    for attempt in range(1, tries + 1):
+        ports = free_ports(3)
+        res = stack_cli(*up_args(data_dir, ports, pool))
+        if res.returncode == 0 or "already in use" not in res.stderr or attempt == tries:
+            return ports, res
+    raise AssertionError("unreachable")
+
+
 def stack_processes(ports: list[int], pool: str) -> list[tuple[int, list[str]]]:
     """Live weed/mlflow/prefect/uvicorn processes whose argv names one of these ports or this pool."""
     marks = {str(p) for p in ports} | {pool}
@@ -82,10 +93,9 @@ def group_members(leaders: list[int]) -> list[int]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     data_dir = tmp_path_factory.mktemp("stack") / "data"
-    ports = free_ports(3)
     pool = f"desta-test-{os.getpid()}"
     t0 = time.perf_counter()
-    res = stack_cli(*up_args(data_dir, ports, pool))
+    ports, res = up_on_free_ports(data_dir, pool)
     seconds = time.perf_counter() - t0
     try:
         assert res.returncode == 0, res.stdout + res.stderr
@@ -263,3 +273,32 @@ def test_worker_runs_deployments_in_the_repo_dir(monkeypatch: pytest.MonkeyPatch
     assert worker.env["DESTA_REPO_DIR"] == str(tmp_path.resolve())
     monkeypatch.setenv("DESTA_REPO_DIR", str(REPO))
     assert {s.name: s for s in services(cfg)}["worker"].env["DESTA_REPO_DIR"] == str(REPO)
+
+
+def test_an_internal_s3_port_taken_meanwhile_starts_again_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # weed's internal ports are picked free just before it starts: another process takes one in between.
+    from components.stack import manager, objectstore
+
+    held = socket.socket()
+    held.bind((HOST, 0))
+    held.listen()
+    real, calls = objectstore.free_ports, []
+
+    def racy(n: int) -> list[int]:
+        ports = real(n)
+        calls.append(n)
+        return [ports[0], held.getsockname()[1], *ports[2:]] if len(calls) == 1 else ports  # the master port
+
+    monkeypatch.setattr(objectstore, "free_ports", racy)
+    ports, lines = free_ports(3), []
+    cfg = StackConfig.resolve(data_dir=tmp_path, s3_port=ports[0], mlflow_port=ports[1], prefect_port=ports[2],
+                              pool="desta-test-race")
+    try:
+        state, started = manager.up(cfg, log=lines.append)
+        assert started and all(procs.alive(e["pid"]) for e in state["services"].values())
+        assert any("internal port was taken meanwhile" in ln for ln in lines), lines
+        assert f"={held.getsockname()[1]}" not in " ".join(state["services"]["s3"]["argv"])
+    finally:
+        manager.down(tmp_path, log=lines.append)
+        held.close()
+    assert stack_processes(ports, "desta-test-race") == []

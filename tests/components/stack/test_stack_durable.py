@@ -21,7 +21,7 @@ from components.stack import procs
 from components.stack.config import StackConfig
 from components.stack.env import client_env
 from tests.components.lineage.conftest import build_toy_pipeline, git_commit_all, run
-from tests.components.stack.test_stack import free_ports, stack_cli, stack_processes, up_args
+from tests.components.stack.test_stack import stack_cli, stack_processes, up_args, up_on_free_ports
 from tests.conftest import VENV_BIN
 
 pytestmark = pytest.mark.integration
@@ -35,8 +35,8 @@ def _state(data_dir: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def durable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     base = tmp_path_factory.mktemp("durable")
-    data_dir, ports, pool = base / "stack", free_ports(3), f"desta-durable-{os.getpid()}"
-    res = stack_cli(*up_args(data_dir, ports, pool))
+    data_dir, pool = base / "stack", f"desta-durable-{os.getpid()}"
+    ports, res = up_on_free_ports(data_dir, pool)
     try:
         assert res.returncode == 0, res.stdout + res.stderr
         cfg = StackConfig.from_dict(_state(data_dir)["config"])
