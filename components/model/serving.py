@@ -62,12 +62,12 @@ class DestaPyfunc(mlflow.pyfunc.PythonModel):
         from components.audio import load_audio, read_audio_ref
 
         path = Path(audio).expanduser()
-        if path.is_file():
-            return load_audio(path, 16000).numpy()
         try:
-            return read_audio_ref(self.data_root, audio)[0]
-        except (ValueError, OSError, KeyError) as err:
-            raise ValueError(f"audio {audio!r} is neither a file nor a clip reference under {self.data_root} ({err})") from None
+            if path.is_file():
+                return load_audio(path, 16000).numpy()
+            return read_audio_ref(self.data_root, audio)[0]  # the data root is the boundary for references
+        except (ValueError, OSError, KeyError, RuntimeError) as err:  # soundfile's errors are RuntimeErrors
+            raise ValueError(f"audio {audio!r} is neither an audio file nor a clip reference under {self.data_root} ({err})") from None
 
     def predict(self, context, model_input, params=None):  # untyped: MLflow reads type hints as a signature
         """One greedy answer per row of a frame with columns audio and instruction."""
@@ -85,10 +85,10 @@ class DestaPyfunc(mlflow.pyfunc.PythonModel):
 
 def log_pyfunc(model_dir: Path, name: str = "model") -> Any:
     """Log `model_dir` (a `desta train` export) as an MLflow pyfunc model in the active run; its ModelInfo."""
+    import warnings
+
     import pandas as pd
     from mlflow.models import infer_signature
-
-    import warnings
 
     example = pd.DataFrame({"audio": ["ingest/shards/shard-00000.tar/clip.flac"], "instruction": ["Describe the voice."]})
     signature = infer_signature(example, ["A calm female voice."], params={"max_new_tokens": 128})

@@ -90,6 +90,10 @@ def test_champion_loads_with_mlflow_api(champion: dict[str, Any], tmp_path: Path
     one = model.predict(pd.DataFrame({"audio": [str(tmp_path / "clip.flac")], "instruction": [ASK[0]]}),
                         params={"max_new_tokens": 16})
     assert list(one) == champion["expected"][:1]
+    (tmp_path / "notes.txt").write_text("not audio")
+    for bad in (str(tmp_path / "notes.txt"), "../../etc/passwd", "ingest/shards/none.tar/x.flac"):
+        with pytest.raises(ValueError, match="neither an audio file nor a clip reference"):
+            model.predict(pd.DataFrame({"audio": [bad], "instruction": [ASK[0]]}))
     model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion", dst_path=str(tmp_path / "dl")))
     assert not list(model_dir.rglob("*.pkl")) and (model_dir / "mlflow_entry.py").is_file()  # from code, no pickle
 
