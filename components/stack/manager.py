@@ -207,10 +207,10 @@ def up(cfg: StackConfig, log: Log = print) -> tuple[dict[str, Any], bool]:
         fresh = [db for db in _databases(cfg) if not db.exists()]
         state = new_state(cfg)
         try:
-            # mlflow and prefect start side by side: their ~5 s import times overlap on 2 cores.
             _start_s3(defs["s3"], state, cfg, say)
             ensure_buckets(cfg)
             say(f"buckets ready: s3://{cfg.dvc_bucket} (DVC remote), s3://{cfg.mlflow_bucket} (MLflow artifacts)")
+            # mlflow and prefect start side by side: their ~5 s import times overlap on 2 cores.
             for group in (["mlflow", "prefect"], ["worker"]):
                 if group == ["worker"]:
                     _ensure_pool(cfg, say)
