@@ -31,6 +31,25 @@ def settings(**over: object) -> FlowSettings:
     return FlowSettings(**{**base, **over})  # type: ignore[arg-type]
 
 
+def label_params(tmp_path: Path, llm: Path, shard_rows: int = 2, max_new_tokens: int = 8) -> Path:
+    """params.yaml for small greedy label units of the real embedded LLM, one instruction per clip."""
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    apply_overrides(params, [
+        "profile=tiny", f"tiny.models.llm={llm}", f"tiny.label.shard_rows={shard_rows}", "tiny.label.batch_size=2",
+        f"tiny.label.max_new_tokens={max_new_tokens}", "tiny.label.threads=1", "tiny.label.max_retries=0",
+        "tiny.label.instructions_per_clip=1",
+    ])
+    return params
+
+
+def assert_same_shards(a: Path, b: Path, n: int) -> None:
+    """The same label shards, byte for byte, under two output dirs."""
+    x, y = sorted((a / "shards").glob("label-*.jsonl")), sorted((b / "shards").glob("label-*.jsonl"))
+    assert [p.name for p in x] == [p.name for p in y] and len(x) == n
+    assert all(p.read_bytes() == q.read_bytes() for p, q in zip(x, y))
+
+
 def test_runner_choice_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -54,13 +73,7 @@ def test_units_fan_out_on_threads_and_match_sequential_label(tmp_path: Path, pre
 
     from components.label.run import label
 
-    params = tmp_path / "params.yaml"
-    shutil.copy(REPO / "params.yaml", params)
-    apply_overrides(params, [
-        "profile=tiny", f"tiny.models.llm={embedded_models['smollm2-135m-instruct']}",
-        "tiny.label.shard_rows=2", "tiny.label.batch_size=2", "tiny.label.max_new_tokens=8",
-        "tiny.label.threads=1", "tiny.label.max_retries=0", "tiny.label.instructions_per_clip=1",
-    ])
+    params = label_params(tmp_path, embedded_models["smollm2-135m-instruct"])
     seeds = write_jsonl(tmp_path / "seeds.jsonl", seed_rows(8))
     flow = label_shards.with_options(task_runner=make_task_runner(settings()))
     state = flow(str(seeds), str(tmp_path / "fan"), str(params), return_state=True)
@@ -80,23 +93,14 @@ def test_units_fan_out_on_threads_and_match_sequential_label(tmp_path: Path, pre
     # The same shards, byte for byte, as the in-process sequential run of `desta label`.
     prof = load_params(params).active
     label([*map(dict, seed_rows(8))], tmp_path / "seq", prof.label, prof.models, show_progress=False)
-    fan = sorted((tmp_path / "fan" / "shards").glob("label-*.jsonl"))
-    seq = sorted((tmp_path / "seq" / "shards").glob("label-*.jsonl"))
-    assert [p.name for p in fan] == [p.name for p in seq] and len(fan) == 4
-    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(fan, seq))
+    assert_same_shards(tmp_path / "fan", tmp_path / "seq", 4)
 
 
 def test_units_on_a_local_dask_cluster_match_threads(tmp_path: Path, prefect_server: None,
                                                      embedded_models: dict[str, Path]) -> None:
     """DESTA_TASK_RUNNER=dask with no address: a LocalCluster of two worker processes is started for the
     run, each loads its own model, and the shards are byte-identical to the thread pool's."""
-    params = tmp_path / "params.yaml"
-    shutil.copy(REPO / "params.yaml", params)
-    apply_overrides(params, [
-        "profile=tiny", f"tiny.models.llm={embedded_models['smollm2-135m-instruct']}",
-        "tiny.label.shard_rows=2", "tiny.label.batch_size=2", "tiny.label.max_new_tokens=8",
-        "tiny.label.threads=1", "tiny.label.max_retries=0", "tiny.label.instructions_per_clip=1",
-    ])
+    params = label_params(tmp_path, embedded_models["smollm2-135m-instruct"])
     seeds = write_jsonl(tmp_path / "seeds.jsonl", seed_rows(8))
     runner = make_task_runner(settings(task_runner="dask"))
     assert type(runner).__name__ == "DaskTaskRunner"
@@ -105,10 +109,7 @@ def test_units_on_a_local_dask_cluster_match_threads(tmp_path: Path, prefect_ser
     threads = label_shards.with_options(task_runner=make_task_runner(settings()))(str(seeds), str(tmp_path / "threads"),
                                                                                  str(params))
     assert threads["rows_written"] == stats["rows_written"]
-    a = sorted((tmp_path / "dask" / "shards").glob("label-*.jsonl"))
-    b = sorted((tmp_path / "threads" / "shards").glob("label-*.jsonl"))
-    assert [p.name for p in a] == [p.name for p in b] and len(a) == 4
-    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+    assert_same_shards(tmp_path / "dask", tmp_path / "threads", 4)
 
 
 def test_dask_workers_killed_mid_run_are_replaced_and_the_shards_still_match(
@@ -122,13 +123,7 @@ def test_dask_workers_killed_mid_run_are_replaced_and_the_shards_still_match(
 
     import psutil
 
-    params = tmp_path / "params.yaml"
-    shutil.copy(REPO / "params.yaml", params)
-    apply_overrides(params, [
-        "profile=tiny", f"tiny.models.llm={embedded_models['smollm2-135m-instruct']}",
-        "tiny.label.shard_rows=6", "tiny.label.batch_size=2", "tiny.label.max_new_tokens=16",
-        "tiny.label.threads=1", "tiny.label.max_retries=0", "tiny.label.instructions_per_clip=1",
-    ])
+    params = label_params(tmp_path, embedded_models["smollm2-135m-instruct"], shard_rows=6, max_new_tokens=16)
     seeds = write_jsonl(tmp_path / "seeds.jsonl", seed_rows(12))
     killed: list[int] = []
 
@@ -160,8 +155,5 @@ def test_dask_workers_killed_mid_run_are_replaced_and_the_shards_still_match(
     assert killed, "no Dask worker was running when the first responses were cached"
     assert stats["units"] == 2 and 0 < cached_rows() <= 12
     label_shards.with_options(task_runner=make_task_runner(settings()))(str(seeds), str(tmp_path / "threads"), str(params))
-    a = sorted((tmp_path / "dask" / "shards").glob("label-*.jsonl"))
-    b = sorted((tmp_path / "threads" / "shards").glob("label-*.jsonl"))
-    assert [p.name for p in a] == [p.name for p in b] and len(a) == 2
-    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+    assert_same_shards(tmp_path / "dask", tmp_path / "threads", 2)
     assert not list((tmp_path / "dask" / "shards").glob("*.tmp*"))  # no half-written shard left

@@ -19,23 +19,12 @@ from components.stack import procs
 from components.stack.config import HOST, StackConfig
 from components.stack.env import client_env
 from components.stack.health import http_json, http_ok
+from components.stack.objectstore import free_ports  # noqa: F401 -- also what the other stack tests import from here
 from components.stack.services import WORKER_NAME
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
 SERVICES = ["s3", "mlflow", "prefect", "worker"]
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports that are free right now (all bound at once so they differ)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def stack_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
