@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ class Nodes:
     nnodes: int = 1
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
-    master_port: int | None = None  # None: a free port (one node only)
+    master_port: int | None = None  # None: torchrun binds a free one itself (one node only)
 
     def __post_init__(self) -> None:
         if self.nnodes < 1 or not 0 <= self.node_rank < self.nnodes:
@@ -93,22 +92,20 @@ def fingerprint(prof: Profile, rows_sha256: str, ds_config: dict[str, Any]) -> s
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def command(job_path: Path, prof: Profile, nodes: Nodes = Nodes()) -> list[str]:
     """The launcher line for this job (torchrun on this node, the DeepSpeed launcher with a hostfile)."""
     worker = ["components.train.worker", "--job", str(job_path)]
-    if prof.train.hostfile:
+    if prof.train.hostfile:  # the rendezvous is on the first host: DeepSpeed's own port there (29500)
         launcher = Path(sys.executable).with_name("deepspeed")
-        return [str(launcher), "--hostfile", prof.train.hostfile, "--master_port", str(_free_port()),
-                "--module", *worker]
+        return [str(launcher), "--hostfile", prof.train.hostfile, "--module", *worker]
+    ranks = ["--nproc_per_node", str(prof.train.ranks)]
+    if nodes.nnodes == 1 and not nodes.master_port:
+        # torchrun's c10d store binds port 0 itself: no port picked here and taken by another job before use
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr", "127.0.0.1", *ranks,
+                "-m", *worker]
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes.nnodes),
-            "--node_rank", str(nodes.node_rank), "--nproc_per_node", str(prof.train.ranks),
-            "--master_addr", nodes.master_addr, "--master_port", str(nodes.master_port or _free_port()), "-m", *worker]
+            "--node_rank", str(nodes.node_rank), *ranks,
+            "--master_addr", nodes.master_addr, "--master_port", str(nodes.master_port), "-m", *worker]
 
 
 def _check_device(prof: Profile) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,15 +17,52 @@ from components.stack.health import http_ok
 from tests.flows.workspace import BIN, free_port
 
 
+PORT_TAKEN = ("address already in use", "Errno 98")
+
+
+class PortTaken(RuntimeError):
+    """The server exited because another process took its port between picking and binding."""
+
+
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
+    """Until `url` answers while `proc` runs (an answer from another server on a taken port does not count)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if http_ok(url):
-            return
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            text = log.read_text().rsplit("\n=== ", 1)[-1][-3000:]  # this start's output (spawn appends)
+            kind = PortTaken if any(m in text for m in PORT_TAKEN) else RuntimeError
+            raise kind(f"{proc.args[0]} exited ({proc.returncode}):\n{text}")
+        if http_ok(url):
+            time.sleep(0.5)  # a server that lost the port race exits at once: make sure it is still ours
+            if proc.poll() is None:
+                return
         time.sleep(0.5)
     raise TimeoutError(f"{url} not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def on_free_port(start: Callable[[int], subprocess.Popen], health: Callable[[int], str], log: Path,
+                 tries: int = 3, timeout: float = 180.0, grace: float = 15.0) -> Iterator[int]:
+    """A server `start(port)`s on a free port; picked again when another process took the port first.
+    Stopped at the end (its whole process group: SIGTERM, SIGKILL after `grace` s)."""
+    for attempt in range(tries):
+        port = free_port()
+        proc = start(port)
+        try:
+            wait_http(health(port), proc, log, timeout)
+        except PortTaken:
+            procs.terminate(proc.pid, grace)
+            if attempt == tries - 1:
+                raise
+            continue
+        except BaseException:
+            procs.terminate(proc.pid, grace)
+            raise
+        try:
+            yield port
+        finally:
+            procs.terminate(proc.pid, grace)
+        return
 
 
 def prefect_env(home: Path, api_url: str) -> dict[str, str]:
@@ -41,17 +78,14 @@ def prefect_env(home: Path, api_url: str) -> dict[str, str]:
 @contextmanager
 def prefect_server(home: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
     """A real `prefect server start` on a free port; yields the client env (PREFECT_API_URL, PREFECT_HOME)."""
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    penv = prefect_env(home, api)
     log = home / "server.log"
-    proc = procs.spawn([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                       {**env, **penv}, log, cwd=home)
-    try:
-        wait_http(f"{api}/health", proc, log)
-        yield penv
-    finally:
-        procs.terminate(proc.pid, 15.0)
+
+    def start(port: int) -> subprocess.Popen:
+        argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+        return procs.spawn(argv, {**env, **prefect_env(home, f"http://127.0.0.1:{port}/api")}, log, cwd=home)
+
+    with on_free_port(start, lambda port: f"http://127.0.0.1:{port}/api/health", log) as port:
+        yield prefect_env(home, f"http://127.0.0.1:{port}/api")
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from components.stack.manager import ensure_buckets
 from components.stack.services import executable
 from tests.conftest import REPO
 from tests.flows.servers import prefect_server, process
-from tests.flows.workspace import BIN, env_for, free_port, micro_workspace, runs
+from tests.flows.workspace import BIN, env_for, micro_workspace, refused_port, runs
 
 pytestmark = pytest.mark.integration
 BUCKET = "desta-dvc-faults"
@@ -59,13 +59,14 @@ def s3_keys(endpoint: str, keys: dict[str, str]) -> list[str]:
 
 def test_dead_s3_remote_retries_names_it_and_the_next_run_pushes(tmp_path: Path, prefect_env: dict[str, str]) -> None:
     ws = micro_workspace(tmp_path / "ws")
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    store = StackConfig.resolve(data_dir=tmp_path / "store", s3_port=port, dvc_bucket=BUCKET, mlflow_bucket=f"{BUCKET}-ml")
-    keys = objectstore.prepare(store.data_dir)  # the server that comes back later accepts these only
-    env = base_env(ws, prefect_env, **keys, AWS_DEFAULT_REGION="us-east-1", DESTA_DVC_REMOTE_URL=f"s3://{BUCKET}",
-                   DESTA_S3_ENDPOINT_URL=endpoint, DESTA_PUSH_RETRIES="2", DESTA_PUSH_RETRY_DELAYS="0.5")
-    res = retrain(ws, env)
+    with refused_port() as port:  # held while S3 is down: nothing else can answer there
+        endpoint = f"http://127.0.0.1:{port}"
+        store = StackConfig.resolve(data_dir=tmp_path / "store", s3_port=port, dvc_bucket=BUCKET,
+                                    mlflow_bucket=f"{BUCKET}-ml")
+        keys = objectstore.prepare(store.data_dir)  # the server that comes back later accepts these only
+        env = base_env(ws, prefect_env, **keys, AWS_DEFAULT_REGION="us-east-1", DESTA_DVC_REMOTE_URL=f"s3://{BUCKET}",
+                       DESTA_S3_ENDPOINT_URL=endpoint, DESTA_PUSH_RETRIES="2", DESTA_PUSH_RETRY_DELAYS="0.5")
+        res = retrain(ws, env)
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
     assert f"S3 endpoint {endpoint} (DVC remote 'stack' s3://{BUCKET}) is unreachable" in out, out
@@ -87,9 +88,10 @@ def test_dead_s3_remote_retries_names_it_and_the_next_run_pushes(tmp_path: Path,
 
 def test_dead_mlflow_server_stops_before_any_stage(tmp_path: Path, prefect_env: dict[str, str]) -> None:
     ws = micro_workspace(tmp_path / "ws")
-    dead = f"http://127.0.0.1:{free_port()}"
     params_before = (ws / "params.yaml").read_text()
-    res = retrain(ws, base_env(ws, prefect_env, MLFLOW_TRACKING_URI=dead), "-S", "tiny.train.max_steps=5")
+    with refused_port() as port:
+        dead = f"http://127.0.0.1:{port}"
+        res = retrain(ws, base_env(ws, prefect_env, MLFLOW_TRACKING_URI=dead), "-S", "tiny.train.max_steps=5")
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
     assert f"MLflow tracking server at {dead} is unreachable" in out, out
@@ -128,8 +130,9 @@ def test_sigkill_mid_stage_then_rerun_skips_completed_stages(tmp_path: Path, pre
 
 def test_dead_prefect_server_is_named_before_the_flow_starts(tmp_path: Path) -> None:
     ws = micro_workspace(tmp_path / "ws")
-    dead = f"http://127.0.0.1:{free_port()}/api"
-    res = retrain(ws, base_env(ws, {"PREFECT_API_URL": dead}), timeout=120)
+    with refused_port() as port:
+        dead = f"http://127.0.0.1:{port}/api"
+        res = retrain(ws, base_env(ws, {"PREFECT_API_URL": dead}), timeout=120)
     assert res.returncode == 1 and f"Prefect server at {dead} is unreachable" in res.stderr.replace("\n", " "), res.stderr
     assert runs(ws) == []
 

@@ -12,6 +12,8 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from components.ingest.embedded import EspeakSettings, build_espeak_corpus, default_cache
@@ -22,9 +24,20 @@ MICRO_PER_VOICE = 3  # x 10 espeak voices = 30 clips
 
 
 def free_port() -> int:
+    """A loopback port free now. Another process can take it before it is used: start servers through
+    `servers.on_free_port` (which tries again), and use `refused_port` for an address nothing listens on."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port held for the test, bound but not listening: connecting is refused, and no other
+    process can start listening on it meanwhile."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
 
 
 def micro_corpus(dest: Path, per_voice: int = MICRO_PER_VOICE) -> Path:

@@ -1,6 +1,7 @@
 """A small OpenAI-compatible chat server over the embedded HF model, for the `openai` backend test.
 
-Run as its own process: `python openai_server.py --model DIR --port N [--fail-first K]`.
+Run as its own process: `python openai_server.py --model DIR --fd N [--fail-first K]`
+(N: a listening loopback socket passed in by the test).
 The first K chat requests answer HTTP 500, so client retries are exercised.
 GET /stats reports how many requests came and how many were failed on purpose.
 """
@@ -69,14 +70,13 @@ def build_app(backend: HFBackend, fail_first: int) -> FastAPI:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--fd", type=int, required=True, help="a listening socket the test bound (no port race)")
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--fail-first", type=int, default=0)
     args = ap.parse_args()
     backend = HFBackend(args.model, precision=args.precision, threads=args.threads)
-    uvicorn.run(build_app(backend, args.fail_first), host="127.0.0.1", port=args.port,
-                log_level="warning")
+    uvicorn.run(build_app(backend, args.fail_first), fd=args.fd, log_level="warning")
 
 
 if __name__ == "__main__":

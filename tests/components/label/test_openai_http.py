@@ -16,22 +16,21 @@ from components.label.backends.openai_http import EndpointError, OpenAIBackend
 from components.label.backends import Request
 from components.label.run import label
 from tests.components.label.helpers import label_cfg, read_rows, seed_rows
+from tests.flows.workspace import refused_port
 
 SERVER = Path(__file__).with_name("openai_server.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
 def server(llm_dir: Path, repo: Path):
     """The embedded model behind a small OpenAI-compatible server whose first chat request answers 500."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(SERVER), "--model", str(llm_dir), "--port", str(port),
-                             "--fail-first", "1", "--threads", "1"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with socket.socket() as sock:  # bound and listening before the server starts: no port to lose to a race
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        port = sock.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, str(SERVER), "--model", str(llm_dir), "--fd", str(sock.fileno()),
+                                 "--fail-first", "1", "--threads", "1"], cwd=repo, pass_fds=(sock.fileno(),),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:
@@ -69,8 +68,9 @@ def test_openai_backend_retries_an_injected_failure(server: str, tmp_path: Path,
 
 
 def test_openai_backend_gives_up_clearly(tmp_path: Path) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens: connection refused, retried, then an error
-    backend = OpenAIBackend(dead, "m", concurrency=1, timeout=2, max_attempts=2, backoff=0.01)
-    with pytest.raises(EndpointError, match="ConnectError"):
-        backend.generate([Request("k", ({"role": "user", "content": "hi"},), 4)])
+    with refused_port() as port:  # nothing listens: connection refused, retried, then an error
+        backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", "m", concurrency=1, timeout=2, max_attempts=2,
+                                backoff=0.01)
+        with pytest.raises(EndpointError, match="ConnectError"):
+            backend.generate([Request("k", ({"role": "user", "content": "hi"},), 4)])
     assert backend.stats == {"http_requests": 2, "http_retries": 1}

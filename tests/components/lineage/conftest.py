@@ -67,24 +67,39 @@ def git_commit_all(root: Path, env: dict[str, str], message: str) -> None:
     run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", message], root, env)
 
 
+def _start(cfg: StackConfig, started: list[subprocess.Popen]) -> bool:
+    """S3 and MLflow (Prefect is not needed here); False when a port was taken, any other failure fails."""
+    for svc in services(cfg)[:2]:
+        proc = procs.spawn(svc.argv, svc.env, svc.log, cfg.data_dir)
+        started.append(proc)
+        ok = wait_healthy(lambda svc=svc: svc.healthy(None), 120, lambda proc=proc: proc.poll() is None)
+        this_start = svc.log.read_text().rsplit("\n=== ", 1)[-1]  # spawn appends a header per start
+        if not ok and any(m in this_start for m in ("already in use", "Port allocation failed")):
+            return False
+        assert ok, f"{svc.name} not healthy: {svc.log.read_text()[-2000:]}"
+        if svc.name == "s3":
+            ensure_buckets(cfg)
+    return True
+
+
 @pytest.fixture(scope="session")
 def services_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """SeaweedFS S3 and MLflow (sqlite + s3:// artifacts) on free loopback ports; stopped at the end."""
-    s3_port, mlflow_port, prefect_port = free_ports(3)
-    cfg = StackConfig.resolve(data_dir=tmp_path_factory.mktemp("lineage-stack"), s3_port=s3_port,
-                              mlflow_port=mlflow_port, prefect_port=prefect_port, dvc_bucket="lineage-dvc",
-                              mlflow_bucket="lineage-mlflow", pool="unused")
-    objectstore.prepare(cfg.data_dir)
-    started = []
+    data_dir = tmp_path_factory.mktemp("lineage-stack")
+    objectstore.prepare(data_dir)
+    started: list[subprocess.Popen] = []
     t0 = time.perf_counter()
     try:
-        for svc in services(cfg)[:2]:  # s3, mlflow: Prefect is not needed here
-            proc = procs.spawn(svc.argv, svc.env, svc.log, cfg.data_dir)
-            started.append(proc)
-            ok = wait_healthy(lambda svc=svc: svc.healthy(None), 120, lambda proc=proc: proc.poll() is None)
-            assert ok, f"{svc.name} not healthy: {svc.log.read_text()[-2000:]}"
-            if svc.name == "s3":
-                ensure_buckets(cfg)
+        for attempt in range(3):  # ports free a moment ago can be taken before a service binds them: pick again
+            s3_port, mlflow_port, prefect_port = free_ports(3)
+            cfg = StackConfig.resolve(data_dir=data_dir, s3_port=s3_port, mlflow_port=mlflow_port,
+                                      prefect_port=prefect_port, dvc_bucket="lineage-dvc",
+                                      mlflow_bucket="lineage-mlflow", pool="unused")
+            if _start(cfg, started) or attempt == 2:
+                break
+            for proc in started:
+                procs.terminate(proc.pid, 15)
+            started.clear()
         print(f"[lineage] s3 + mlflow up in {time.perf_counter() - t0:.1f} s")
         env = {**os.environ, **client_env(cfg), "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                "DESTA_LINEAGE_STRICT": "1", "DO_NOT_TRACK": "1", "GIT_TERMINAL_PROMPT": "0"}

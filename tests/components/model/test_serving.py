@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from components.stack import procs
 from components.model.serving import find_backbone, log_pyfunc
 from tests.components.model.realdata import build_corpus
 from tests.components.model.test_model import tiny  # noqa: F401 -- the shared untrained tiny model
-from tests.components.stack.test_stack import free_ports
+from tests.flows.servers import on_free_port
 from tests.conftest import VENV_BIN
 
 pytestmark = pytest.mark.integration
@@ -99,23 +98,15 @@ def test_champion_loads_with_mlflow_api(champion: dict[str, Any], tmp_path: Path
 
 
 def test_mlflow_models_serve_answers_a_real_clip(champion: dict[str, Any], tmp_path: Path) -> None:
-    (port,) = free_ports(1)
     env = {**os.environ, "MLFLOW_TRACKING_URI": champion["uri"], "DO_NOT_TRACK": "1", "DESTA_DATA_ROOT": str(champion["root"]),
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # it execs the venv's uvicorn
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow models serve never answered /ping"
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5).status == 200:
-                    break
-            except OSError:
-                time.sleep(1)
+    log = tmp_path / "serve.log"
+
+    def start(port: int) -> subprocess.Popen:
+        return procs.spawn([str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
+                            "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"], env, log, tmp_path)
+
+    with on_free_port(start, lambda port: f"http://127.0.0.1:{port}/ping", log, timeout=240, grace=30) as port:
         body = {"dataframe_split": {"columns": ["audio", "instruction"],
                                     "data": [[r, q] for r, q in zip(champion["refs"], ASK)]},
                 "params": {"max_new_tokens": 16}}
@@ -124,10 +115,6 @@ def test_mlflow_models_serve_answers_a_real_clip(champion: dict[str, Any], tmp_p
         with urllib.request.urlopen(req, timeout=120) as resp:
             answers = json.loads(resp.read())["predictions"]
         assert answers == champion["expected"]
-    finally:
-        procs.terminate(proc.pid, 30.0)  # the server's whole process group (uvicorn and its worker)
-        proc.wait()
-        log.close()
 
 
 def test_a_missing_backbone_names_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ import torch
 from components.config import apply_overrides, load_params
 from components.train import data as D
 from components.train import dsconfig
-from components.train.launch import TrainError, command, hostfile_slots, train
+from components.train.launch import Nodes, TrainError, command, hostfile_slots, train
 from tests.components.model.realdata import build_corpus, write_rows
 
 STEPS, EVERY = 12, 4  # 32 rows / (4 per rank x 2 ranks) = 4 steps per epoch -> 3 epochs
@@ -141,6 +141,9 @@ def test_launcher_lines(repo: Path, tmp_path: Path) -> None:
     line = command(tmp_path / "job.json", prof)
     assert line[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert line[line.index("--nproc_per_node") + 1] == "2" and line[-3:] == ["components.train.worker", "--job", str(tmp_path / "job.json")]
+    assert "--standalone" in line and "--master_port" not in line  # torchrun binds its own free port: no race
+    two = command(tmp_path / "job.json", prof, Nodes(2, 1, "10.0.0.1", 29400))
+    assert "--standalone" not in two and two[two.index("--master_port") + 1] == "29400" and "10.0.0.1" in two
     hosts = tmp_path / "hostfile"
     hosts.write_text("node-a slots=8\nnode-b slots=8  # second node\n")
     assert hostfile_slots(hosts) == 16
