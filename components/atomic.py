@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -10,6 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+# Errors that mean "this disk will not take the write": reported as one line naming the file, not a traceback.
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
 
 @contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
@@ -17,14 +21,32 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp makes 0700; the final dir should be readable like any other
+    old = tmp.with_name(tmp.name.removesuffix(".tmp") + ".old.tmp")
     try:
         yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(tmp, target)
+        if not target.exists():
+            os.rename(tmp, target)
+            return
+        os.rename(target, old)  # moved aside, not deleted first: the old contents stay whole until the swap
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            os.rename(old, target)
+            raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def out_of_space(path: Path, below: int = 16 << 20) -> OSError | None:
+    """ENOSPC naming `path` when its filesystem has under `below` bytes free: for writers that lose the
+    errno (torch.save's zip writer says only "unexpected pos")."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return None
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) if free < below else None
 
 
 def named(err: OSError, path: Path | str) -> OSError:

@@ -1,4 +1,4 @@
-"""The JSONL records one stage hands to the next: the ingest manifest and the seed shards.
+"""The JSONL records one stage hands to the next: the ingest manifest, the seed and label shards.
 
 Each stage reads its inputs through here, never through another stage's module, so a stage's code
 can change without touching its readers (and DVC re-runs only the stage whose code changed).
@@ -13,6 +13,8 @@ from typing import Any
 MANIFEST = "manifest.jsonl"  # in the ingest output dir: one row per accepted clip
 SEED_SHARD_DIR = "shards"  # in the seeds output dir
 SEED_SHARD_GLOB = "seeds-*.jsonl"
+LABEL_SHARD_DIR = "shards"  # in the label output dir
+LABEL_PROVENANCE = "provenance.json"  # beside the label shards, written last: lists the shards of a finished run
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -26,6 +28,26 @@ def read_seeds(seeds_dir: Path) -> list[dict[str, Any]]:
     """All seed rows of a seeds output directory (or one JSONL file), in order."""
     files = [seeds_dir] if seeds_dir.is_file() else sorted((seeds_dir / SEED_SHARD_DIR).glob(SEED_SHARD_GLOB))
     return [r for f in files for r in read_jsonl(f)]
+
+
+def label_shards(label_dir: Path) -> list[Path] | None:
+    """The shards a finished label run wrote into `label_dir` (None: no label layout there).
+
+    Raises ValueError when the layout is there but the run did not finish (no provenance: killed, or the
+    disk filled) or a listed shard is gone, so no reader takes part of a run for all of it."""
+    shard_dir = label_dir / LABEL_SHARD_DIR
+    if not shard_dir.is_dir():
+        return None
+    prov = shard_dir / LABEL_PROVENANCE
+    if not prov.is_file():
+        raise ValueError(f"{label_dir} holds an unfinished label run (no {LABEL_SHARD_DIR}/{LABEL_PROVENANCE}, "
+                         f"which `desta label` writes last): re-run `desta label`")
+    listed = [shard_dir / name for name in sorted(json.loads(prov.read_text())["shards"])]
+    missing = [p.name for p in listed if not p.is_file()]
+    if missing:
+        raise ValueError(f"{label_dir}: shards listed in {LABEL_PROVENANCE} are missing ({', '.join(missing[:3])}): "
+                         f"re-run `desta label`")
+    return listed
 
 
 TRAIN_RUN = Path("checkpoints") / "run.json"  # in the train output dir: fingerprint, MLflow run, registered version

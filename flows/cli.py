@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sys
@@ -13,11 +12,11 @@ from typing import Optional
 
 import typer
 
+from components.atomic import DISK_ERRORS
 from components.cli import app
 from components.config import ConfigError
 from components.console import console, fail, fail_line, load_profile
 
-DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
 @app.command()

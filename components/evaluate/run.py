@@ -208,7 +208,8 @@ def _instruction_following(asker: Asker, test: list[dict[str, Any]], heard: dict
 
 
 def _write_outputs(out_dir: Path, metrics: dict[str, Any], questions: list[dict[str, Any]]) -> None:
-    atomic_write_text(out_dir / METRICS, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    """metrics.json last, and the old one gone first: present means this run's outputs are all there."""
+    (out_dir / METRICS).unlink(missing_ok=True)
     atomic_write_text(out_dir / PREDICTIONS, "".join(json.dumps(q, sort_keys=True) + "\n" for q in questions))
     per = metrics["per_attribute"]
     bars = [{"attribute": k, "string_match": per["string_match"][k], "forced_choice": per["forced_choice"][k],
@@ -218,6 +219,7 @@ def _write_outputs(out_dir: Path, metrics: dict[str, Any], questions: list[dict[
     gender = Counter((q["answer"], q["forced_choice"]) for q in questions if q["sub-category"] == "Gender")
     cells = [{"actual": a, "predicted": p, "count": n} for (a, p), n in sorted(gender.items())]
     atomic_write_text(out_dir / PLOT_GENDER, json.dumps(cells, indent=2) + "\n")
+    atomic_write_text(out_dir / METRICS, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
 __all__ = ["evaluate_model", "MCQ_SUFFIX"]

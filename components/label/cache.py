@@ -8,10 +8,13 @@ unit workers on one host can share it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,16 +49,28 @@ def cache_key(seed_description: str, instruction: str, generator_digest: str, te
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+@contextmanager
+def _disk_full_is_oserror(path: Path) -> Iterator[None]:
+    """SQLite's "database or disk is full" as the OSError every other writer raises (one error line upstream)."""
+    try:
+        yield
+    except sqlite3.OperationalError as err:
+        if getattr(err, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+            raise
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+
+
 class ResponseCache:
     """A handle on `<dir>/responses.sqlite`; open one per worker thread or process."""
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / CACHE_FILE
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses no commit
-        self._db.execute(_SCHEMA)
+        with _disk_full_is_oserror(self.path):
+            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses no commit
+            self._db.execute(_SCHEMA)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Cached]:
         """The cached responses among `keys`."""
@@ -70,7 +85,7 @@ class ResponseCache:
 
     def put_many(self, entries: Mapping[str, Cached], generator: str) -> None:
         """Store a batch in one transaction (all or nothing). The first writer of a key wins."""
-        with self._db:  # BEGIN ... COMMIT, rolled back on error
+        with _disk_full_is_oserror(self.path), self._db:  # BEGIN ... COMMIT, rolled back on error
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
                 "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?)",

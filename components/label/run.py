@@ -33,13 +33,14 @@ from components.label.pool import DEFAULT_POOL
 from components.label.rows import aqa_row, dumps_rows
 from components.label.units import SEED_FIELDS, LabelJob, Unit, UnitResult, plan_batches, plan_units, prepare_job
 from components.progress import progress_bar
+from components.records import LABEL_PROVENANCE, LABEL_SHARD_DIR
 from components.stage import one_writer
 
 STAGE_VERSION = 1
-SHARD_DIR = "shards"
+SHARD_DIR = LABEL_SHARD_DIR
 SHARD_GLOB = "label-*.jsonl"
 QUARANTINE_DIR = "quarantine"
-PROVENANCE = "provenance.json"  # beside the shards, never in the rows
+PROVENANCE = LABEL_PROVENANCE  # beside the shards, never in the rows; written last
 STATS = "stats.json"
 
 Progress = Callable[[int, int], None]  # (rows finished, tokens generated)
@@ -252,6 +253,8 @@ def label(seeds: list[dict[str, Any]], out: Path, cfg: LabelConfig, models: Mode
     t0 = time.perf_counter()
     with one_writer(out, "label"):
         job = prepare_job(out, cfg, models, cache_dir, backend)
+        for marker in (out / SHARD_DIR / PROVENANCE, out / STATS):  # unfinished until finalize writes them again
+            marker.unlink(missing_ok=True)
         try:
             units = plan_units(seeds, job)
             total = sum(len(u.items) for u in units)

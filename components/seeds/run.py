@@ -11,12 +11,12 @@ from typing import Any
 import torch
 
 from components import measure as A
-from components.atomic import atomic_write_text
+from components.atomic import atomic_dir, atomic_write_text, named
 from components.audio import audio_ref, read_audio_ref
 from components.config import SeedsConfig
 from components.measure import looks_like_speech
 from components.progress import progress_bar
-from components.records import MANIFEST, SEED_SHARD_DIR, SEED_SHARD_GLOB, read_jsonl
+from components.records import MANIFEST, SEED_SHARD_DIR, read_jsonl
 from components.seeds.describe import sound_description, speech_description
 from components.seeds.split import assign_splits
 from components.model.transcribe import make_transcriber
@@ -134,17 +134,15 @@ def build_seeds(
 
 
 def _write_shards(out_dir: Path, rows: list[dict[str, Any]], shard_rows: int) -> None:
-    out_dir = out_dir / SEED_SHARD_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = []
-    for n, start in enumerate(range(0, len(rows), shard_rows)):
-        name = f"seeds-{n:06d}.jsonl"
-        text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows[start : start + shard_rows])
-        atomic_write_text(out_dir / name, text)
-        names.append(name)
-    for stale in out_dir.glob(SEED_SHARD_GLOB):  # fewer rows than last time: old tail shards go
-        if stale.name not in names:
-            stale.unlink()
+    """Every shard into a temp dir that replaces the shard dir in one rename: a reader sees the old set or
+    the new one, never a mix or a part (a full disk or a kill mid-write leaves the old set)."""
+    with atomic_dir(out_dir / SEED_SHARD_DIR) as tmp:
+        for n, start in enumerate(range(0, len(rows), shard_rows)):
+            text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows[start : start + shard_rows])
+            try:
+                (tmp / f"seeds-{n:06d}.jsonl").write_text(text)
+            except OSError as err:
+                raise named(err, out_dir / SEED_SHARD_DIR) from err
 
 
 def seeds_report(rows: list[dict[str, Any]], cfg: SeedsConfig) -> dict[str, Any]:

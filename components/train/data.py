@@ -20,6 +20,7 @@ import torch
 from components.audio import read_audio_ref, shard_members, split_ref
 from components.model import prompt as P
 from components.model.encoder import EncoderCache, audio_key, valid_frames
+from components.records import label_shards
 
 ROW_KEYS = ("id", "dataset", "seed_description", "prompt", "response", "messages")
 BUCKET_BATCHES = 64  # micro-batches per length bucket (sorted within, shuffled across)
@@ -30,12 +31,17 @@ class TrainDataError(ValueError):
 
 
 def row_files(path: Path) -> list[Path]:
-    """A JSONL file, or a directory's `shards/*.jsonl` (the label stage's layout), else its `*.jsonl`."""
+    """A JSONL file, or the shards of a finished label run (`shards/`, listed by its provenance), else a
+    directory's `*.jsonl`."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise TrainDataError(f"training rows not found: {path} (run `desta label` first, or pass --in)")
-    files = sorted((path / "shards").glob("*.jsonl")) or sorted(path.rglob("*.jsonl"))
+    try:
+        files = label_shards(path)
+    except ValueError as err:
+        raise TrainDataError(str(err)) from None
+    files = files if files is not None else sorted(path.rglob("*.jsonl"))
     if not files:
         raise TrainDataError(f"no training rows: {path} holds no .jsonl files (run `desta label` first)")
     return files

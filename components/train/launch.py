@@ -1,6 +1,6 @@
 """`desta train`: check the data, write the job, start the ranks, report.
 
-One node: `python -m torch.distributed.run --nproc_per_node <train.ranks> -m components.train.worker`
+One node: torchrun (`components/train/torchrun.py`) `--standalone --nproc_per_node <train.ranks> -m components.train.worker`
 (CPU ranks talk over gloo, GPU ranks over NCCL). Several nodes, either: one `desta train --nnodes N
 --node-rank K --master-addr HOST --master-port P` per node (what a Slurm/batch script starts; torchrun's
 multi-node rendezvous, `train.ranks` ranks on each node, the output dir on a shared filesystem; node 0
@@ -27,9 +27,11 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from components.atomic import DISK_ERRORS, atomic_write_text
 from components.config import Profile
 from components.train import data as D
 from components.train import dsconfig
+from components.train.reports import error_dirs
 
 # Train knobs that do not change what is learned (a change keeps resuming the same run).
 _BOOKKEEPING = {"checkpoint_every", "keep_checkpoints", "log_every", "hostfile", "encoder_cache"}
@@ -101,9 +103,9 @@ def command(job_path: Path, prof: Profile, nodes: Nodes = Nodes()) -> list[str]:
     ranks = ["--nproc_per_node", str(prof.train.ranks)]
     if nodes.nnodes == 1 and not nodes.master_port:
         # torchrun's c10d store binds port 0 itself: no port picked here and taken by another job before use
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr", "127.0.0.1", *ranks,
+        return [sys.executable, "-m", "components.train.torchrun", "--standalone", "--local-addr", "127.0.0.1", *ranks,
                 "-m", *worker]
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes.nnodes),
+    return [sys.executable, "-m", "components.train.torchrun", "--nnodes", str(nodes.nnodes),
             "--node_rank", str(nodes.node_rank), *ranks,
             "--master_addr", nodes.master_addr, "--master_port", str(nodes.master_port), "-m", *worker]
 
@@ -142,9 +144,10 @@ def prepare(prof: Profile, profile_name: str, rows_path: Path, out: Path, *, tra
             shutil.rmtree(ckpt, ignore_errors=True)
             (out / "history.jsonl").unlink(missing_ok=True)
             state = {"fingerprint": fp}
-        shutil.rmtree(out / "errors", ignore_errors=True)
+        for errors in error_dirs(out, fp):  # reports of an earlier launch
+            shutil.rmtree(errors, ignore_errors=True)
         ckpt.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(json.dumps(state, indent=2) + "\n")
+        atomic_write_text(run_file, json.dumps(state, indent=2) + "\n")
 
     whisper_digest = None
     if prof.train.encoder_cache:
@@ -182,6 +185,7 @@ def launch(job: dict[str, Any], prof: Profile, nodes: Nodes = Nodes()) -> int:
     if job["device"] == "cpu":
         env["DS_ACCELERATOR"] = "cpu"
         env["OMP_NUM_THREADS"] = str(threads_per_rank(prof.train.ranks))
+    env.setdefault("LOGLEVEL", "ERROR")  # torchrun's own warnings (e.g. "Sending process ... SIGTERM") are noise
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     cmd = command(out / job_name(nodes), prof, nodes)
@@ -199,15 +203,19 @@ def _die_with_parent() -> None:
         pass
 
 
-def _failure(out: Path, code: int) -> TrainError:
-    reports = [json.loads(p.read_text()) for p in sorted((out / "errors").glob("rank*.json"))]
+def _failure(out: Path, code: int, fingerprint: str) -> TrainError:
+    found = [p for d in error_dirs(out, fingerprint) for p in sorted(d.glob("rank*.json"))]
+    reports = [json.loads(p.read_text()) | {"at": str(p.parent)} for p in found]
     if not reports:
         return TrainError(f"training exited with code {code} and no rank reported why (killed?); "
                           f"re-run `desta train` to resume from the last checkpoint")
     first = min(reports, key=lambda r: (r["code"] == 1, r["rank"]))  # NaN/data errors explain best
+    if first.get("errno") in DISK_ERRORS:
+        return TrainError(f"rank {first['rank']}: {first['message']}: free space there (or point --out / data.root "
+                          f"at another disk) and re-run `desta train` (it resumes from the last checkpoint)")
     where = [ln.strip() for ln in first.get("traceback", "").splitlines() if ln.strip().startswith("File ")][-1:]
     detail = first["message"] or (f"at {where[0]}" if where else "")  # e.g. a bare assert inside a library
-    return TrainError(f"rank {first['rank']}: {first['type']}: {detail} (full report: {out / 'errors'})")
+    return TrainError(f"rank {first['rank']}: {first['type']}: {detail} (full report: {first['at']})")
 
 
 def train(prof: Profile, profile_name: str, rows_path: Path, out: Path, *, track: bool = True,
@@ -239,6 +247,6 @@ def _train_locked(prof: Profile, profile_name: str, rows_path: Path, out: Path, 
         return TrainResult(out, out / "model", json.loads((out / "metrics.json").read_text()), skipped=True)
     code = launch(job, prof, nodes)
     if code != 0:
-        raise _failure(out, code)
+        raise _failure(out, code, job["fingerprint"])
     metrics = json.loads((out / "metrics.json").read_text())
     return TrainResult(out, out / "model", metrics, resumed_from=int(metrics.get("resumed_from_step", 0)))

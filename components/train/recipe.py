@@ -11,12 +11,14 @@ import json
 import math
 import os
 import resource
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+
+from components.atomic import atomic_write_text
+from components.train.checkpoints import latest_tag, prune, save
 
 _T0 = time.perf_counter()  # the rank's start (worker imports this first): "[train] N s" lines count from it
 
@@ -34,24 +36,7 @@ def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{step}/{micro}/{rank}".encode()).digest()[:7], "big")
 
 
-def latest_tag(ckpt_dir: Path) -> str | None:
-    """The newest complete DeepSpeed checkpoint (DeepSpeed writes `latest` after saving it)."""
-    latest = ckpt_dir / "latest"
-    if not latest.is_file():
-        return None
-    tag = latest.read_text().strip()
-    return tag if (ckpt_dir / tag).is_dir() else None
-
-
-def prune(ckpt_dir: Path, keep: int) -> None:
-    tags = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir())
-    for old in tags[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_json(path: Path, data: Any) -> None:
-    from components.atomic import atomic_write_text
-
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
@@ -331,9 +316,7 @@ class TrainRecipe:
         """DeepSpeed checkpoint after `step` steps (trainable weights, optimizer, schedule); rank 0 prunes old ones."""
         import deepspeed.comm as dist
 
-        self.engine.save_checkpoint(str(self.ckpt_dir), tag=f"step-{step:08d}",
-                                    client_state={"step": step, "fingerprint": self.job["fingerprint"]},
-                                    exclude_frozen_parameters=True)
+        save(self.engine, self.ckpt_dir, step, {"step": step, "fingerprint": self.job["fingerprint"]})
         dist.barrier()
         if self.rank == 0:
             prune(self.ckpt_dir, self.cfg.keep_checkpoints)

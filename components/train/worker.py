@@ -17,6 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from components.train.reports import error_dirs
+
 # Everything but the process shell lives in the recipe; these names stay importable from here.
 from components.train.recipe import (  # noqa: F401
     _T0,
@@ -66,17 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     exit_with_parent()
     job = json.loads(args.job.read_text())
     rank = int(os.environ.get("RANK", 0))
-    errors = Path(job["out"]) / "errors"
     from components.train.data import TrainDataError
 
     try:
         return run(job)
     except BaseException as err:  # noqa: BLE001 -- every failure is reported to the launcher, then re-raised as a code
         code = EXIT_NAN if isinstance(err, NaNLoss) else EXIT_DATA if isinstance(err, TrainDataError) else 1
-        errors.mkdir(parents=True, exist_ok=True)
-        _write_json(errors / f"rank{rank}.json", {
-            "rank": rank, "type": type(err).__name__, "message": str(err), "code": code,
-            "traceback": traceback.format_exc()[-4000:]})
+        report = {"rank": rank, "type": type(err).__name__, "message": str(err), "code": code,
+                  "errno": getattr(err, "errno", None), "traceback": traceback.format_exc()[-4000:]}
+        for errors in error_dirs(Path(job["out"]), job["fingerprint"]):
+            try:  # the output disk may be the one that is full: then beside the system's temp files
+                errors.mkdir(parents=True, exist_ok=True)
+                _write_json(errors / f"rank{rank}.json", report)
+                break
+            except OSError:
+                continue
         print(f"[train rank {rank}] {type(err).__name__}: {err}", file=sys.stderr, flush=True)
         if isinstance(err, KeyboardInterrupt):
             raise
