@@ -49,6 +49,13 @@ def out_of_space(path: Path, below: int = 16 << 20) -> OSError | None:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) if free < below else None
 
 
+def clear_temps(directory: Path) -> None:
+    """Remove the temp files and dirs these helpers left in `directory` when a writer was killed (SIGKILL
+    gives no chance to clean up); call it where one writer holds the directory."""
+    for p in directory.glob(".*.tmp") if directory.is_dir() else ():
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 def named(err: OSError, path: Path | str) -> OSError:
     """`err` naming the file it was about (a failed write() says only "No space left on device")."""
     return err if err.filename else type(err)(err.errno, err.strerror, str(path))

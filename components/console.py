@@ -28,11 +28,25 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def load_profile(params: Path | None) -> Profile:
-    """The active profile of params.yaml, or an error line naming what is wrong."""
+def load_profile(params: Path | None, track: bool = False) -> Profile:
+    """The active profile of params.yaml, or an error line naming what is wrong. With `track`, a stage
+    that logs to MLflow stops here, before any work, when the tracking server does not answer."""
     from components.config import ConfigError, load_params
 
     try:
-        return load_params(params).active
+        prof = load_params(params).active
     except ConfigError as err:
         fail(str(err))
+    if track:
+        require_tracking(stage=True)
+    return prof
+
+
+def require_tracking(stage: bool = False) -> None:
+    """An error line (exit 1) when the MLflow tracking server does not answer."""
+    from components.tracking import TrackingUnavailable, require_server
+
+    try:
+        require_server()
+    except TrackingUnavailable as err:
+        fail(f"{err}, or pass --no-track" if stage else str(err))

@@ -28,6 +28,23 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server does not answer; the message names it and what to do."""
+
+
+def require_server(timeout: float = 5.0) -> str:
+    """The tracking URI, after checking that a tracking *server* answers /health (local stores need none)."""
+    from urllib.parse import urlsplit
+
+    from components.probe import http_ok
+
+    uri = tracking_uri()
+    if urlsplit(uri).scheme in ("http", "https") and not http_ok(f"{uri.rstrip('/')}/health", timeout):
+        raise TrackingUnavailable(f"MLflow tracking server at {uri} is unreachable (GET /health failed): start it "
+                                  "(`desta stack up`) or unset MLFLOW_TRACKING_URI to log to the local sqlite store")
+    return uri
+
+
 def redact(params: Mapping[str, Any]) -> dict[str, Any]:
     """Drop the values of secret-looking keys: secrets never reach MLflow."""
     return {k: (REDACTED if _SECRET_KEY.search(k) else v) for k, v in params.items()}

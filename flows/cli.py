@@ -122,8 +122,8 @@ def run(
 
 
 def main() -> None:
-    """The `desta` entry point: a full disk or a refused write ends in one line naming the file, not a
-    traceback."""
+    """The `desta` entry point: a full disk, a refused write or an MLflow server lost mid-run ends in one
+    line naming it, not a traceback."""
     try:
         app()
     except KeyboardInterrupt:
@@ -134,6 +134,13 @@ def main() -> None:
         where = err.filename or os.getcwd()
         fail_line(f"{err.strerror} writing {where}: free space there (or point data.root / --out at another "
                   f"disk) and re-run")
+        sys.exit(1)
+    except Exception as err:
+        if type(err).__name__ != "MlflowException":  # by name: no mlflow import for every command
+            raise
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "the local store")
+        fail_line(f"MLflow ({uri}): {str(err).splitlines()[0][:500]}: check the tracking server and re-run "
+                  "(or pass --no-track)")
         sys.exit(1)
 
 

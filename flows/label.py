@@ -5,10 +5,12 @@ a `map_units` function: `desta label` one after another in-process; here (`as_ta
 task on a configurable task runner (flows/settings.py, DESTA_TASK_RUNNER):
 - `threads` (default): a ThreadPoolTaskRunner; units share one loaded backend (LabelJob guards the
   load), which suits the hf backend on one machine and the openai/vllm-server backends (I/O bound);
-- `dask`: DaskTaskRunner (prefect-dask, installed) on the cluster at DESTA_TASK_CLUSTER, else on a
-  LocalCluster started for the run (DESTA_TASK_WORKERS worker processes, one thread each); LabelJob
-  pickles without its backend, so each worker loads its own once;
-- `ray`: RayTaskRunner (prefect-ray, not installed by default: choosing it without it is a clear error).
+- `dask`: DaskTaskRunner (prefect-dask) on the cluster at DESTA_TASK_CLUSTER, else on a LocalCluster
+  started for the run (DESTA_TASK_WORKERS worker processes, one thread each);
+- `ray`: RayTaskRunner (prefect-ray) on the cluster at DESTA_TASK_CLUSTER (`ray://host:10001` or
+  `auto`), else on a local Ray head started for the run (DESTA_TASK_WORKERS CPUs).
+On a cluster LabelJob pickles without its backend: each worker process loads its own once and keeps it
+for every unit it runs.
 
 Outputs are byte-identical to `desta label` (same units, same batches, same shards). Run alone:
 `python -m flows.label --seeds data/seeds --out data/label [--params params.yaml]`.
@@ -49,7 +51,11 @@ def make_task_runner(settings: FlowSettings | None = None) -> TaskRunner:
                                                   "processes": True, "dashboard_address": None})
         from prefect_ray import RayTaskRunner  # type: ignore[import-not-found]
 
-        return RayTaskRunner(address=settings.cluster_address) if settings.cluster_address else RayTaskRunner()
+        if settings.cluster_address:
+            return RayTaskRunner(address=settings.cluster_address)
+        # A local Ray head for this run: DESTA_TASK_WORKERS CPUs, so as many worker processes at a time.
+        return RayTaskRunner(init_kwargs={"num_cpus": max(1, settings.task_workers), "include_dashboard": False,
+                                          "log_to_driver": False, "_node_ip_address": "127.0.0.1"})
     except ImportError:
         raise RuntimeError(
             f"DESTA_TASK_RUNNER={settings.task_runner} needs the {package} package, which is not installed "

@@ -11,7 +11,7 @@ import urllib.request
 from urllib.parse import urlsplit
 
 from components.stack.health import http_ok
-from components.tracking import tracking_uri
+from components.tracking import TrackingUnavailable, require_server
 
 
 class ServiceUnavailable(RuntimeError):
@@ -31,13 +31,10 @@ def _reachable(url: str, timeout: float) -> bool:
 
 def check_mlflow(timeout: float = 5.0) -> str:
     """The tracking URI, after checking that a tracking *server* answers /health (local stores need no check)."""
-    uri = tracking_uri()
-    if urlsplit(uri).scheme in ("http", "https") and not http_ok(f"{uri.rstrip('/')}/health", timeout):
-        raise ServiceUnavailable(
-            f"MLflow tracking server at {uri} is unreachable (GET /health failed): no stage was started. "
-            "Start it (`desta stack up`) or unset MLFLOW_TRACKING_URI to log to the local sqlite store."
-        )
-    return uri
+    try:
+        return require_server(timeout)
+    except TrackingUnavailable as err:
+        raise ServiceUnavailable(f"{err}; no stage was started") from None
 
 
 def check_s3(endpoint: str, what: str, timeout: float = 5.0) -> None:

@@ -168,7 +168,7 @@ def test_nothing_cites_a_file_outside_the_repository():
 
 # Modules that run or record a stage but do not decide what it writes: a change to them re-runs nothing.
 PLUMBING = ("components.atomic", "components.config", "components.console", "components.progress",
-            "components.stage", "components.tracking", "components.lineage")
+            "components.probe", "components.stage", "components.tracking", "components.lineage")
 
 
 def test_dvc_stages_depend_on_the_code_they_run():

@@ -38,7 +38,7 @@ def evaluate_command(
     from components.model.transcribe import make_transcriber
     from components.records import read_seeds
 
-    prof = load_profile(params)
+    prof = load_profile(params, track=track)
     model = data_dir(prof, model, "train/model")
     seeds_dir, out = data_dir(prof, seeds_dir, "seeds"), data_dir(prof, out, "evaluate")
     if not (model / "config.json").is_file():

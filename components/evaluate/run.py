@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from components.atomic import atomic_write_text
+from components.atomic import atomic_write_text, clear_temps
 from components.evaluate.ask import Asker
 from components.evaluate.ifeval import IF_PROMPTS, if_check, if_settled
 from components.evaluate.mcq import build_mcq
@@ -209,6 +209,7 @@ def _instruction_following(asker: Asker, test: list[dict[str, Any]], heard: dict
 
 def _write_outputs(out_dir: Path, metrics: dict[str, Any], questions: list[dict[str, Any]]) -> None:
     """metrics.json last, and the old one gone first: present means this run's outputs are all there."""
+    clear_temps(out_dir)  # a killed run's
     (out_dir / METRICS).unlink(missing_ok=True)
     atomic_write_text(out_dir / PREDICTIONS, "".join(json.dumps(q, sort_keys=True) + "\n" for q in questions))
     per = metrics["per_attribute"]

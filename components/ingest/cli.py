@@ -30,7 +30,7 @@ def ingest_command(
     from components.ingest.run import ingest as run_ingest
     from components.ingest.sources import resolve_sources
 
-    prof = load_profile(params)
+    prof = load_profile(params, track=track)
     cfg = prof.ingest
     sources = source or cfg.sources
     out = data_dir(prof, out, "ingest")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.atomic import atomic_write_text
+from components.atomic import atomic_write_text, clear_temps
 from components.ingest import candidates as c
 from components.ingest.candidates import Candidate
 from components.ingest.decode import Decoded, Limits, Rejected, decode_clip
@@ -131,6 +131,7 @@ def ingest(
         raise
     atomic_write_text(out_dir / STATS, json.dumps(report.as_dict(), indent=2, sort_keys=True) + "\n")
     _drop_unreferenced_shards(out_dir, {r["shard"] for r in manifest})
+    clear_temps(out_dir)  # a killed run's half-written manifest/stats
     return report
 
 

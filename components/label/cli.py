@@ -33,7 +33,7 @@ def label_command(
     from components.label.rows import read_seed_rows
     from components.label.run import PROVENANCE, SHARD_DIR, STATS, label
 
-    prof = load_profile(params)
+    prof = load_profile(params, track=track)
     seeds, out = data_dir(prof, seeds, "seeds"), data_dir(prof, out, "label")
     try:
         rows = read_seed_rows(seeds)

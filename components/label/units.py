@@ -67,6 +67,9 @@ class UnitResult:
         return asdict(self)
 
 
+_WORKER_BACKENDS: dict[tuple, Backend] = {}  # this process's backends, when it is a cluster worker
+
+
 class LabelJob:
     """What every unit needs; picklable (the backend is loaded lazily in each worker)."""
 
@@ -89,14 +92,22 @@ class LabelJob:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._in_worker = True  # a copy on a cluster worker: the worker's one backend serves every unit
 
     def backend(self) -> Backend:
-        """The backend, loaded on first use: a run that is all cache hits never loads a model."""
+        """The backend, loaded on first use: a run that is all cache hits never loads a model. On a cluster
+        worker (a copy of the job per task) it is loaded once per worker process and kept for its tasks."""
         with self._lock:
             if self._backend is None:
-                backend = make_backend(self.cfg, self.generator.name, self.generator_dir)
-                if backend.engine != self.engine:
-                    raise RuntimeError(f"backend engine {backend.engine!r} != expected {self.engine!r}")
+                key = (self.cfg.model_dump_json(), self.generator.name, self.generator_dir, self.engine)
+                backend = _WORKER_BACKENDS.get(key) if getattr(self, "_in_worker", False) else None
+                if backend is None:
+                    backend = make_backend(self.cfg, self.generator.name, self.generator_dir)
+                    if backend.engine != self.engine:
+                        raise RuntimeError(f"backend engine {backend.engine!r} != expected {self.engine!r}")
+                    if getattr(self, "_in_worker", False):
+                        _WORKER_BACKENDS[key] = backend
+                        self._owns_backend = False  # the worker's: outlives this task
                 self._backend = backend
             return self._backend
 

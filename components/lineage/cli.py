@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from components.console import fail
+from components.console import fail, require_tracking
 
 console = Console(stderr=True)
 
@@ -47,6 +47,7 @@ def lineage_command(
 
     if bool(model_version) == bool(run_id):
         fail("give a MODEL_VERSION or --run-id (one of them)", 2)
+    require_tracking()  # a dead server is not a broken link
     url, endpoint = remote_config(find_root())
     try:
         chain = walk(model_version, run_id, name or _default_name(params), remote or url, endpoint, check_remote)

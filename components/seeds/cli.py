@@ -21,7 +21,7 @@ def seeds_command(
     """Write a seed description for every accepted clip (Whisper transcripts + measured attributes)."""
     from components.seeds.run import REPORT, build_seeds
 
-    prof = load_profile(params)
+    prof = load_profile(params, track=track)
     ingested, out = data_dir(prof, ingested, "ingest"), data_dir(prof, out, "seeds")
     t0 = time.perf_counter()
     try:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from components import measure as A
-from components.atomic import atomic_dir, atomic_write_text, named
+from components.atomic import atomic_dir, atomic_write_text, clear_temps, named
 from components.audio import audio_ref, read_audio_ref
 from components.config import SeedsConfig
 from components.measure import looks_like_speech
@@ -136,6 +136,7 @@ def build_seeds(
 def _write_shards(out_dir: Path, rows: list[dict[str, Any]], shard_rows: int) -> None:
     """Every shard into a temp dir that replaces the shard dir in one rename: a reader sees the old set or
     the new one, never a mix or a part (a full disk or a kill mid-write leaves the old set)."""
+    clear_temps(out_dir)
     with atomic_dir(out_dir / SEED_SHARD_DIR) as tmp:
         for n, start in enumerate(range(0, len(rows), shard_rows)):
             text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows[start : start + shard_rows])

@@ -11,6 +11,8 @@ from typing import Any
 
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
+from components.probe import http_ok  # noqa: F401 -- the stack's probes, in one place for its users
+
 Probe = Callable[[], bool]
 
 
@@ -25,15 +27,6 @@ def http_json(url: str, body: Any | None = None, timeout: float = 3.0) -> Any:
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         raw = resp.read()
     return json.loads(raw) if raw.strip() else None
-
-
-def http_ok(url: str, timeout: float = 3.0) -> bool:
-    """True when GET `url` answers 2xx."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return 200 <= resp.status < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
 
 
 def worker_polling(api_url: str, pool: str, name: str, since: datetime) -> bool:

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from components.console import ParamsOpt, console, fail
+from components.console import ParamsOpt, console, fail, require_tracking
 from components.stage import data_dir
 
 
@@ -37,6 +37,8 @@ def train_command(
     except ConfigError as err:
         fail(str(err))
     prof = p.active
+    if track and node_rank == 0:
+        require_tracking(stage=True)
     rows, out = data_dir(prof, rows, "label"), data_dir(prof, out, "train")
     t0 = time.perf_counter()
     try:

@@ -42,7 +42,7 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180.
 
 @contextmanager
 def on_free_port(start: Callable[[int], subprocess.Popen], health: Callable[[int], str], log: Path,
-                 tries: int = 3, timeout: float = 180.0, grace: float = 15.0) -> Iterator[int]:
+                 tries: int = 3, timeout: float = 180.0, grace: float = 15.0) -> Iterator[tuple[int, subprocess.Popen]]:
     """A server `start(port)`s on a free port; picked again when another process took the port first.
     Stopped at the end (its whole process group: SIGTERM, SIGKILL after `grace` s)."""
     for attempt in range(tries):
@@ -59,7 +59,7 @@ def on_free_port(start: Callable[[int], subprocess.Popen], health: Callable[[int
             procs.terminate(proc.pid, grace)
             raise
         try:
-            yield port
+            yield port, proc
         finally:
             procs.terminate(proc.pid, grace)
         return
@@ -84,8 +84,23 @@ def prefect_server(home: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
         argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
         return procs.spawn(argv, {**env, **prefect_env(home, f"http://127.0.0.1:{port}/api")}, log, cwd=home)
 
-    with on_free_port(start, lambda port: f"http://127.0.0.1:{port}/api/health", log) as port:
+    with on_free_port(start, lambda port: f"http://127.0.0.1:{port}/api/health", log) as (port, _):
         yield prefect_env(home, f"http://127.0.0.1:{port}/api")
+
+
+@contextmanager
+def mlflow_server(home: Path, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real `mlflow server` (sqlite store, local artifacts) on a free port: (tracking URI, its process)."""
+    log = home / "mlflow.log"
+    home.mkdir(parents=True, exist_ok=True)
+
+    def start(port: int) -> subprocess.Popen:
+        return procs.spawn([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                            "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+                            "--default-artifact-root", str(home / "artifacts")], env, log, cwd=home)
+
+    with on_free_port(start, lambda port: f"http://127.0.0.1:{port}/health", log) as (port, proc):
+        yield f"http://127.0.0.1:{port}", proc
 
 
 @contextmanager

@@ -22,8 +22,8 @@ from components.stack.config import StackConfig
 from components.stack.manager import ensure_buckets
 from components.stack.services import executable
 from tests.conftest import REPO
-from tests.flows.servers import prefect_server, process
-from tests.flows.workspace import BIN, env_for, micro_workspace, refused_port, runs
+from tests.flows.servers import mlflow_server, prefect_server, process
+from tests.flows.workspace import BIN, env_for, micro_corpus, micro_workspace, refused_port, runs
 
 pytestmark = pytest.mark.integration
 BUCKET = "desta-dvc-faults"
@@ -171,3 +171,38 @@ def test_a_second_run_on_one_workspace_refuses_or_waits(tmp_path: Path, prefect_
                 p.wait()
     assert runs(ws) == ["prepare", "train"]  # each stage ran once: the second run started nothing
     assert json.loads((ws / "out" / "train.json").read_text())["upstream"]  # train's output intact
+
+
+def test_mlflow_killed_mid_stage_is_one_line_and_the_rerun_logs(tmp_path: Path) -> None:
+    """A real MLflow server SIGKILLed while `desta ingest` works (after its pre-check passed): one error line
+    naming MLflow, no traceback, the stage's outputs complete on disk; with a server back, the re-run rewrites
+    no shard and logs its run."""
+    corpus, out = micro_corpus(tmp_path / "corpus"), tmp_path / "out"
+    args = [str(BIN / "desta"), "ingest", "--source", str(corpus), "--params", str(REPO / "params.yaml"), "--out", str(out)]
+    env = env_for(REPO, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", COLUMNS="400")
+    with mlflow_server(tmp_path / "mlflow-1", env) as (uri, server):
+        proc = subprocess.Popen(args, cwd=tmp_path, env={**env, "MLFLOW_TRACKING_URI": uri}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not (out / "shards").exists():  # past the pre-check: decoding
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        os.killpg(server.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    assert err.count("error:") == 1 and "Traceback" not in err and f"MLflow ({uri})" in err, err
+    assert (out / "stats.json").is_file() and (out / "manifest.jsonl").is_file()  # the work itself is whole
+    first = (out / "manifest.jsonl").read_bytes()
+    shards = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
+
+    with mlflow_server(tmp_path / "mlflow-2", env) as (uri, _):
+        res = subprocess.run(args, cwd=tmp_path, env={**env, "MLFLOW_TRACKING_URI": uri}, capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        import mlflow
+
+        runs_logged = mlflow.MlflowClient(uri).search_runs([mlflow.MlflowClient(uri).get_experiment_by_name(
+            "desta-tiny").experiment_id])
+    assert len(runs_logged) == 1 and runs_logged[0].info.run_name.startswith("ingest")
+    assert (out / "manifest.jsonl").read_bytes() == first
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()} == shards  # reused, not rewritten

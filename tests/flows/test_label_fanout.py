@@ -157,3 +157,54 @@ def test_dask_workers_killed_mid_run_are_replaced_and_the_shards_still_match(
     label_shards.with_options(task_runner=make_task_runner(settings()))(str(seeds), str(tmp_path / "threads"), str(params))
     assert_same_shards(tmp_path / "dask", tmp_path / "threads", 2)
     assert not list((tmp_path / "dask" / "shards").glob("*.tmp*"))  # no half-written shard left
+
+
+def test_units_on_a_local_ray_head_match_threads_and_survive_killed_workers(
+        tmp_path: Path, prefect_server: None, embedded_models: dict[str, Path]) -> None:
+    """DESTA_TASK_RUNNER=ray with no address: a local Ray head (two CPUs) is started for the run. Every Ray
+    worker process is SIGKILLed once the first responses are cached; the lost units run again (Ray retries
+    a task whose worker died; the response cache keeps what was committed) and the shards are
+    byte-identical to the thread pool's."""
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    params = label_params(tmp_path, embedded_models["smollm2-135m-instruct"], shard_rows=6, max_new_tokens=16)
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", seed_rows(12))
+    runner = make_task_runner(settings(task_runner="ray"))
+    assert type(runner).__name__ == "RayTaskRunner"
+    killed: list[int] = []
+    db = tmp_path / "ray" / "cache" / "responses.sqlite"
+
+    def kill_workers_when_cached() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            if db.is_file() and _count(db) > 0:
+                for proc in psutil.process_iter(["cmdline"]):
+                    title = (proc.info["cmdline"] or [""])[0]  # a Ray worker's process title: ray::IDLE, ray::<task>
+                    if title.startswith("ray::") and not title.endswith("Agent"):  # not the node's own agents
+                        proc.send_signal(signal.SIGKILL)
+                        killed.append(proc.pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_workers_when_cached, daemon=True)
+    killer.start()
+    stats = label_shards.with_options(task_runner=runner)(str(seeds), str(tmp_path / "ray"), str(params))
+    killer.join(5)
+    assert killed, "no Ray worker was running when the first responses were cached"
+    assert stats["units"] == 2
+    label_shards.with_options(task_runner=make_task_runner(settings()))(str(seeds), str(tmp_path / "threads"), str(params))
+    assert_same_shards(tmp_path / "ray", tmp_path / "threads", 2)
+    assert not list((tmp_path / "ray" / "shards").glob("*.tmp*"))
+
+
+def _count(db: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT count(*) FROM responses").fetchone()[0]
+    except sqlite3.Error:  # created but no table yet
+        return 0

@@ -29,7 +29,7 @@ def test_a_port_taken_before_the_server_binds_it_is_picked_again(tmp_path: Path,
     monkeypatch.setattr(servers, "free_port", lambda: picks.pop(0) if picks else real())
     log = tmp_path / "http.log"
     try:
-        with servers.on_free_port(_http_server(tmp_path, log), lambda p: f"http://127.0.0.1:{p}/", log) as port:
+        with servers.on_free_port(_http_server(tmp_path, log), lambda p: f"http://127.0.0.1:{p}/", log) as (port, _):
             assert port != taken.getsockname()[1]
             assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).status == 200
         assert log.read_text().count("Address already in use") == 1  # the first start lost the race, said so

@@ -21,7 +21,8 @@ from components.evaluate.benchmarks import (
     run_benchmark,
     score_results,
 )
-from components.evaluate.mmau import load_results, score_mmau
+from components.evaluate.mmau import load_results
+from components.evaluate.scorers import check_instruction, normalize_label, string_match
 from components.evaluate.score_cli import app as score_app
 
 ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
@@ -68,6 +69,22 @@ def _write(path: Path, data, jsonl: bool = False) -> Path:
     return path
 
 
+def _asked(tiny, bench, n: int) -> list[str]:
+    """The model's own answers to the first `n` items, asked here in one batch as the runner does: what the
+    results file must hold, row for row."""
+    from components.audio import load_audio
+    from components.evaluate.run import audio_messages
+
+    items = bench.items[:n]
+    return tiny.generate([[load_audio(it.path).numpy()] for it in items],
+                         [audio_messages(it.prompt, it.audio, None) for it in items], max_new_tokens=MAX_NEW,
+                         batch_size=8, data_root=bench.data_root)
+
+
+def _pct(hits: list[bool]) -> float:
+    return float(f"{100 * sum(hits) / len(hits):.2f}")
+
+
 def _score_cli(results: Path) -> dict:
     res = CliRunner().invoke(score_app, ["mmau", str(results)])
     assert res.exit_code == 0, res.output
@@ -100,9 +117,15 @@ def test_mmau_run_writes_results_layout_and_scores(tiny, data_root: Path, tmp_pa
     assert len(written) == 3 and report["skipped"] == 1 and report["skipped_rows"][0]["row"] == 3
     for given, got in zip(rows, written):
         assert {k: got[k] for k in given} == given  # the input row, unchanged
-        assert isinstance(got["model_prediction"], str)
-    assert report["mmau"] == score_mmau(written) == _score_cli(out)
-    assert report["accuracy"] == report["mmau"]["total"]["accuracy"]
+    assert [w["model_prediction"] for w in written] == _asked(tiny, bench, 3)  # each row holds its own answer
+    # The figures, counted here from those answers with MMAU's string match (itself checked against the
+    # official scorer's printout in test_mmau.py): speech rows 0-1, sound row 2, the corrupt row in no denominator.
+    hit = [string_match(w["answer"], w["model_prediction"], w["choices"]) for w in written]
+    assert report["mmau"]["task"] == {"sound": {"accuracy": _pct(hit[2:]), "n": 1}, "music": {"accuracy": 0.0, "n": 0},
+                                      "speech": {"accuracy": _pct(hit[:2]), "n": 2}}
+    assert report["mmau"]["difficulty"]["medium"] == {"accuracy": _pct(hit[1:2]), "n": 1}
+    assert report["accuracy"] == report["mmau"]["total"]["accuracy"] == _pct(hit)
+    assert report["mmau"] == _score_cli(out)  # the file on disk scores the same from the CLI
     assert report["total_rows"] == 4 and report["rows"] == 3
 
 
@@ -126,10 +149,13 @@ def test_dynamic_superb_metadata_json_fills_mmau_fields(tiny, data_root: Path, t
     for r in written:
         assert r["task"] == "speech" and r["sub-category"] == "EmotionRecognition_Tiny"
         assert r["choices"] == ["happy", "neutral", "sad"] and r["answer"] == r["label"]
-        assert r["difficulty"] == "medium" and isinstance(r["model_prediction"], str)
-    rescored = score_results("dynamic-superb", written)
-    assert {k: report[k] for k in rescored} == rescored
-    assert report["mmau"] == _score_cli(out)
+        assert r["difficulty"] == "medium"
+    preds = [r["model_prediction"] for r in written]
+    assert preds == _asked(tiny, bench, 3)
+    exact = [normalize_label(p) == normalize_label(r["label"]) for p, r in zip(preds, written)]  # counted here
+    match = [string_match(r["label"], p, r["choices"]) for p, r in zip(preds, written)]
+    assert report["accuracy"] == {"exact": _pct(exact), "string_match": _pct(match), "n": 3}
+    assert report["mmau"]["total"] == {"accuracy": _pct(match), "n": 3} and report["mmau"] == _score_cli(out)
     assert set(report["per_task"]) == {"EmotionRecognition_Tiny"} and report["accuracy"]["n"] == 3
 
 
@@ -148,7 +174,8 @@ def test_speech_ifeval_run_with_text_reference(tiny, data_root: Path, tmp_path: 
     ]
     src = _write(tmp_path / "closed_ended_questions.jsonl", rows, jsonl=True)
     out = tmp_path / "ifeval-results.json"
-    report = run_benchmark(tiny, load_speech_ifeval(src, data_root), out, max_new_tokens=MAX_NEW, show_progress=False)
+    bench = load_speech_ifeval(src, data_root)
+    report = run_benchmark(tiny, bench, out, max_new_tokens=MAX_NEW, show_progress=False)
     written = load_results(out)
     assert len(written) == 3
     for r in written:
@@ -160,8 +187,15 @@ def test_speech_ifeval_run_with_text_reference(tiny, data_root: Path, tmp_path: 
     assert report["unscored_rows"] == 1 and report["prompts"] == 2 and report["instructions"] == 2
     assert report["unchecked_instructions"] == {"length_constraints:number_sentences": 1}
     assert report["if_rate_text"] is not None
-    rescored = score_results("speech-ifeval", written)
-    assert {k: report[k] for k in rescored} == rescored
+    assert [r["model_prediction"] for r in written] == _asked(tiny, bench, 3)
+    # Counted here: rows 0 and 1 have one checked instruction each (number_sentences is unchecked).
+    said = [check_instruction("change_case:english_lowercase", {}, written[0]["model_prediction"]),
+            check_instruction("keywords:existence", {"keywords": ["voice"]}, written[1]["model_prediction"])]
+    assert written[0]["follow_instruction_list"] == said[:1] and written[1]["follow_instruction_list"][1] == said[1]
+    assert report["if_rate"] == _pct(said) and report["prompt_level"] == _pct(said)
+    text = [check_instruction("change_case:english_lowercase", {}, written[0]["reference_response"]),
+            check_instruction("keywords:existence", {"keywords": ["voice"]}, written[1]["reference_response"])]
+    assert report["if_rate_text"] == _pct(text)
 
 
 def test_cli_runs_benchmark_and_reports_bad_rows(tiny, data_root: Path, tmp_path: Path) -> None:

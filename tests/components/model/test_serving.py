@@ -106,7 +106,7 @@ def test_mlflow_models_serve_answers_a_real_clip(champion: dict[str, Any], tmp_p
         return procs.spawn([str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"], env, log, tmp_path)
 
-    with on_free_port(start, lambda port: f"http://127.0.0.1:{port}/ping", log, timeout=240, grace=30) as port:
+    with on_free_port(start, lambda port: f"http://127.0.0.1:{port}/ping", log, timeout=240, grace=30) as (port, _):
         body = {"dataframe_split": {"columns": ["audio", "instruction"],
                                     "data": [[r, q] for r, q in zip(champion["refs"], ASK)]},
                 "params": {"max_new_tokens": 16}}

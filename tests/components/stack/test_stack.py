@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +80,9 @@ def group_members(leaders: list[int]) -> list[int]:
     return members
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    data_dir = tmp_path_factory.mktemp("stack") / "data"
-    pool = f"desta-test-{os.getpid()}"
+@contextmanager
+def running_stack(data_dir: Path, pool: str) -> Iterator[dict[str, Any]]:
+    """A real `desta stack up` in `data_dir`, taken down (every process checked gone) at the end."""
     t0 = time.perf_counter()
     ports, res = up_on_free_ports(data_dir, pool)
     seconds = time.perf_counter() - t0
@@ -92,8 +92,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         print(f"[stack] up in {seconds:.1f} s")
         yield {"dir": data_dir, "ports": ports, "pool": pool, "state": state, "cfg": StackConfig.from_dict(state["config"])}
     finally:
-        stack_cli("down", "--data-dir", str(data_dir))  # idempotent: a no-op after test_down
+        stack_cli("down", "--data-dir", str(data_dir))  # idempotent: a no-op after a test's own `down`
         assert not stack_processes(ports, pool)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The module's stack; no test takes it down (test_down has its own), so any test order works."""
+    with running_stack(tmp_path_factory.mktemp("stack") / "data", f"desta-test-{os.getpid()}") as up:
+        yield up
 
 
 def test_state_file_names_every_service(stack: dict[str, Any]) -> None:
@@ -178,17 +185,18 @@ def test_env_prints_exports(stack: dict[str, Any]) -> None:
         assert line in res.stdout.splitlines(), res.stdout
 
 
-def test_down_stops_every_process(stack: dict[str, Any]) -> None:
-    leaders = [e["pid"] for e in stack["state"]["services"].values()]
-    members = group_members(leaders)
-    assert set(leaders) <= set(members) and len(members) > len(leaders)  # mlflow's uvicorn child too
-    res = stack_cli("down", "--data-dir", str(stack["dir"]))
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert [p for p in members if procs.alive(p)] == []
-    assert not (stack["dir"] / "stack.json").exists()
-    assert stack_cli("status", "--data-dir", str(stack["dir"])).returncode != 0
-    again = stack_cli("down", "--data-dir", str(stack["dir"]))
-    assert again.returncode == 0 and "not up" in again.stdout
+def test_down_stops_every_process(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "data", f"desta-test-down-{os.getpid()}") as own:
+        leaders = [e["pid"] for e in own["state"]["services"].values()]
+        members = group_members(leaders)
+        assert set(leaders) <= set(members) and len(members) > len(leaders)  # mlflow's uvicorn child too
+        res = stack_cli("down", "--data-dir", str(own["dir"]))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert [p for p in members if procs.alive(p)] == []
+        assert not (own["dir"] / "stack.json").exists()
+        assert stack_cli("status", "--data-dir", str(own["dir"])).returncode != 0
+        again = stack_cli("down", "--data-dir", str(own["dir"]))
+        assert again.returncode == 0 and "not up" in again.stdout
 
 
 def test_taken_port_names_the_service_and_starts_nothing(tmp_path: Path) -> None:

@@ -121,6 +121,23 @@ def test_plan_is_deterministic_disjoint_and_bucketed() -> None:
     assert D.total_steps(len(steps), 5, None) == 5 * len(steps) and D.total_steps(len(steps), 5, 7) == 7
 
 
+def test_a_label_dir_is_read_only_as_its_finished_run_left_it(tmp_path: Path) -> None:
+    """Shards without `shards/provenance.json` are an unfinished label run (killed, disk full): refused;
+    with it, exactly the listed shards are read (a stray .jsonl beside them is not)."""
+    shards = tmp_path / "label" / "shards"
+    shards.mkdir(parents=True)
+    (shards / "label-000000.jsonl").write_text("{}\n")
+    with pytest.raises(D.TrainDataError, match=r"unfinished label run .* re-run `desta label`"):
+        D.row_files(tmp_path / "label")
+    (shards / "provenance.json").write_text(json.dumps({"shards": {"label-000000.jsonl": {}, "label-000001.jsonl": {}}}))
+    with pytest.raises(D.TrainDataError, match=r"missing \(label-000001.jsonl\)"):
+        D.row_files(tmp_path / "label")
+    (shards / "label-000001.jsonl").write_text("{}\n")
+    (shards / "stray.jsonl").write_text("{}\n")
+    assert [f.name for f in D.row_files(tmp_path / "label")] == ["label-000000.jsonl", "label-000001.jsonl"]
+    assert D.row_files(shards / "stray.jsonl") == [shards / "stray.jsonl"]  # a file is taken as given
+
+
 def test_deepspeed_configs_take_params(repo: Path) -> None:
     t = load_params(repo / "params.yaml").profiles["tiny"].train
     for name in ("zero0", "zero2", "zero3", "zero2_offload"):

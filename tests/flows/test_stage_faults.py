@@ -1,15 +1,21 @@
-"""A full disk under every stage after ingest (ingest's own test: tests/components/ingest/test_faults.py).
+"""Real faults under the stages, on the micro corpus, against an uninterrupted run of each.
 
-Each stage runs on the micro corpus with its output dir on a real tmpfs (a private mount namespace:
-`unshare`) of half the pages its uninterrupted output takes. The user sees one error line naming the disk
-and what to do, never a traceback; no temp file is left and nothing that reads as a finished stage; after
-the filesystem grows, the re-run's outputs equal the uninterrupted run's.
+- A full disk under every stage after ingest (ingest's own: tests/components/ingest/test_faults.py): the
+  output dir on a real tmpfs (a private mount namespace: `unshare`) of half the pages the uninterrupted
+  output takes. One error line naming the disk and what to do, never a traceback; no temp file; nothing
+  that reads as a finished stage; after the filesystem grows, the re-run equals the uninterrupted run.
+- SIGKILL of ingest, seeds and evaluate halfway through (label and train resume from their cache and
+  checkpoints: tests/components/label/test_resume_kill.py, tests/components/train/test_train.py): nothing
+  that reads as finished; the re-run leaves no temp file and equals the uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +33,14 @@ INPUTS = {
     "train": ["--in", "label"],
     "evaluate": ["--model", "train/model", "--seeds", "seeds"],
 }
-FINISHED = {"seeds": "report.json", "label": "stats.json", "train": "metrics.json", "evaluate": "metrics.json"}
+FINISHED = {"ingest": "stats.json", "seeds": "report.json", "label": "stats.json", "train": "metrics.json",
+            "evaluate": "metrics.json"}
 TIMINGS = ("seconds", "wall", "per_s", "rss", "_at")  # keys of measured time/memory: differ run to run
 WORK = ("generated", "cache_hits", "tokens", "backend_stats")  # label's work counters: a resumed re-run does less
 
 
 def _stage(stage: str, root: Path, params: Path, out: Path, cache: Path) -> list[str]:
+    """The stage's command line: its inputs from the chain's data root, its outputs into `out`."""
     args = [str(BIN / "desta"), stage, "--params", str(params), "--no-track", "--out", str(out)]
     pairs = INPUTS.get(stage, [])
     args += [p if p.startswith("--") else str(root / p) for p in pairs]
@@ -58,12 +66,13 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     apply_overrides(params, [*micro_overrides(corpus), f"tiny.data.root={root}", "tiny.evaluate.max_questions=4"])
     env = env_for(REPO, COLUMNS="400")
     env.pop("DESTA_PROFILE", None)
-    res = _run([str(BIN / "desta"), "ingest", "--params", str(params), "--no-track"], env)
-    assert res.returncode == 0, res.stderr
-    for stage in INPUTS:
+    seconds = {}
+    for stage in ["ingest", *INPUTS]:
+        t0 = time.perf_counter()
         res = _run(_stage(stage, root, params, root / stage, cache), env)
+        seconds[stage] = time.perf_counter() - t0
         assert res.returncode == 0, f"{stage}: {res.stderr[-3000:]}"
-    return {"root": root, "params": params, "cache": cache, "env": env, "tmp": tmp}
+    return {"root": root, "params": params, "cache": cache, "env": env, "tmp": tmp, "seconds": seconds}
 
 
 def _pages(d: Path) -> int:
@@ -141,3 +150,22 @@ def _same_training(want: Path, got: Path) -> None:
     assert losses[0] == losses[1]
     a, b = (load_file(str(d / "model" / "model.safetensors")) for d in (want, got))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.mark.parametrize("stage", ["ingest", "seeds", "evaluate"])
+def test_sigkill_halfway_leaves_nothing_read_as_finished_and_a_rerun_matches(stage: str, chain: dict[str, Any]) -> None:
+    root, out = chain["root"], chain["tmp"] / f"kill-{stage}"
+    args = _stage(stage, root, chain["params"], out, chain["cache"])
+    proc = subprocess.Popen(args, cwd=REPO, env=chain["env"], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(chain["seconds"][stage] / 2)
+        assert proc.poll() is None, "the stage finished before the kill"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the stage and its workers: nothing gets to clean up
+        proc.wait()
+    assert not (out / FINISHED[stage]).exists()
+    res = _run(args, chain["env"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # the re-run cleared the killed run's temps
+    assert _outputs(out, stage) == _outputs(root / stage, stage)
