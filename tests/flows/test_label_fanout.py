@@ -50,6 +50,17 @@ def assert_same_shards(a: Path, b: Path, n: int) -> None:
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(x, y))
 
 
+@pytest.fixture(scope="module")
+def threads12(tmp_path_factory: pytest.TempPathFactory, prefect_server: None,
+              embedded_models: dict[str, Path]) -> dict[str, Path]:
+    """12 seeds in 2 units (16-token answers) labelled on the thread pool: what the killed clusters must match."""
+    tmp = tmp_path_factory.mktemp("threads12")
+    params = label_params(tmp, embedded_models["smollm2-135m-instruct"], shard_rows=6, max_new_tokens=16)
+    seeds = write_jsonl(tmp / "seeds.jsonl", seed_rows(12))
+    label_shards.with_options(task_runner=make_task_runner(settings()))(str(seeds), str(tmp / "threads"), str(params))
+    return {"params": params, "seeds": seeds, "out": tmp / "threads"}
+
+
 def test_runner_choice_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -113,7 +124,7 @@ def test_units_on_a_local_dask_cluster_match_threads(tmp_path: Path, prefect_ser
 
 
 def test_dask_workers_killed_mid_run_are_replaced_and_the_shards_still_match(
-        tmp_path: Path, prefect_server: None, embedded_models: dict[str, Path]) -> None:
+        tmp_path: Path, threads12: dict[str, Path]) -> None:
     """SIGKILL every Dask worker process once the first responses are cached (units half done): the
     nannies start new workers, the lost units run again (from the response cache), same shards."""
     import signal
@@ -123,8 +134,7 @@ def test_dask_workers_killed_mid_run_are_replaced_and_the_shards_still_match(
 
     import psutil
 
-    params = label_params(tmp_path, embedded_models["smollm2-135m-instruct"], shard_rows=6, max_new_tokens=16)
-    seeds = write_jsonl(tmp_path / "seeds.jsonl", seed_rows(12))
+    params, seeds = threads12["params"], threads12["seeds"]
     killed: list[int] = []
 
     def cached_rows() -> int:
@@ -154,13 +164,12 @@ def test_dask_workers_killed_mid_run_are_replaced_and_the_shards_still_match(
     killer.join(5)
     assert killed, "no Dask worker was running when the first responses were cached"
     assert stats["units"] == 2 and 0 < cached_rows() <= 12
-    label_shards.with_options(task_runner=make_task_runner(settings()))(str(seeds), str(tmp_path / "threads"), str(params))
-    assert_same_shards(tmp_path / "dask", tmp_path / "threads", 2)
+    assert_same_shards(tmp_path / "dask", threads12["out"], 2)
     assert not list((tmp_path / "dask" / "shards").glob("*.tmp*"))  # no half-written shard left
 
 
 def test_units_on_a_local_ray_head_match_threads_and_survive_killed_workers(
-        tmp_path: Path, prefect_server: None, embedded_models: dict[str, Path]) -> None:
+        tmp_path: Path, threads12: dict[str, Path]) -> None:
     """DESTA_TASK_RUNNER=ray with no address: a local Ray head (two CPUs) is started for the run. Every Ray
     worker process is SIGKILLed once the first responses are cached; the lost units run again (Ray retries
     a task whose worker died; the response cache keeps what was committed) and the shards are
@@ -171,8 +180,7 @@ def test_units_on_a_local_ray_head_match_threads_and_survive_killed_workers(
 
     import psutil
 
-    params = label_params(tmp_path, embedded_models["smollm2-135m-instruct"], shard_rows=6, max_new_tokens=16)
-    seeds = write_jsonl(tmp_path / "seeds.jsonl", seed_rows(12))
+    params, seeds = threads12["params"], threads12["seeds"]
     runner = make_task_runner(settings(task_runner="ray"))
     assert type(runner).__name__ == "RayTaskRunner"
     killed: list[int] = []
@@ -195,8 +203,7 @@ def test_units_on_a_local_ray_head_match_threads_and_survive_killed_workers(
     killer.join(5)
     assert killed, "no Ray worker was running when the first responses were cached"
     assert stats["units"] == 2
-    label_shards.with_options(task_runner=make_task_runner(settings()))(str(seeds), str(tmp_path / "threads"), str(params))
-    assert_same_shards(tmp_path / "ray", tmp_path / "threads", 2)
+    assert_same_shards(tmp_path / "ray", threads12["out"], 2)
     assert not list((tmp_path / "ray" / "shards").glob("*.tmp*"))
 
 

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -164,19 +163,32 @@ def test_restart_and_a_killed_store_lose_nothing(durable: dict[str, Any], tmp_pa
     assert (clone / "data/train/model").is_dir()
 
 
-def test_purge_is_the_only_delete(durable: dict[str, Any]) -> None:
-    data_dir, ports, pool = durable["dir"], durable["ports"], durable["pool"]
-    old_key = client_env(durable["cfg"])["AWS_ACCESS_KEY_ID"]
-    res = stack_cli("down", "--data-dir", str(data_dir), "--purge")
-    assert res.returncode == 0 and "data purged" in res.stdout, res.stdout + res.stderr
-    assert not data_dir.exists() and not stack_processes(ports, pool)
-    up = stack_cli(*up_args(data_dir, ports, pool))
-    assert up.returncode == 0, up.stdout + up.stderr
-    cfg = StackConfig.from_dict(_state(data_dir)["config"])
-    assert _objects(cfg) == {} and client_env(cfg)["AWS_ACCESS_KEY_ID"] != old_key  # new store, new keys
+def test_purge_is_the_only_delete(tmp_path: Path) -> None:
+    """On a stack of its own (the module's stays whole for the other tests, in any order): a DVC-style object
+    and a registered model survive `down`, `down --purge` deletes them, and the next `up` has new keys."""
     from mlflow.tracking import MlflowClient
 
-    assert MlflowClient(cfg.mlflow_url).search_registered_models() == []
-    res = subprocess.run([str(VENV_BIN / "dvc"), "status", "-c"], cwd=durable["root"], env={**durable["env"], **client_env(cfg)},
-                         capture_output=True, text=True, timeout=300)
-    assert "new:" in res.stdout or "missing" in res.stdout, res.stdout + res.stderr  # the remote is empty now
+    data_dir, pool = tmp_path / "stack", f"desta-purge-{os.getpid()}"
+    ports, res = up_on_free_ports(data_dir, pool)
+    try:
+        assert res.returncode == 0, res.stdout + res.stderr
+        cfg = StackConfig.from_dict(_state(data_dir)["config"])
+        _s3(cfg).put_object(Bucket=cfg.dvc_bucket, Key="files/md5/00/purge-me", Body=b"data")
+        MlflowClient(cfg.mlflow_url).create_registered_model("purge-me")
+        old_key = client_env(cfg)["AWS_ACCESS_KEY_ID"]
+        assert stack_cli("down", "--data-dir", str(data_dir)).returncode == 0
+        assert stack_cli(*up_args(data_dir, ports, pool)).returncode == 0  # a plain down keeps everything
+        assert list(_objects(cfg)) == [f"{cfg.dvc_bucket}/files/md5/00/purge-me"]
+        assert [m.name for m in MlflowClient(cfg.mlflow_url).search_registered_models()] == ["purge-me"]
+
+        res = stack_cli("down", "--data-dir", str(data_dir), "--purge")
+        assert res.returncode == 0 and "data purged" in res.stdout, res.stdout + res.stderr
+        assert not data_dir.exists() and not stack_processes(ports, pool)
+        up = stack_cli(*up_args(data_dir, ports, pool))
+        assert up.returncode == 0, up.stdout + up.stderr
+        cfg = StackConfig.from_dict(_state(data_dir)["config"])
+        assert _objects(cfg) == {} and client_env(cfg)["AWS_ACCESS_KEY_ID"] != old_key  # new store, new keys
+        assert MlflowClient(cfg.mlflow_url).search_registered_models() == []
+    finally:
+        stack_cli("down", "--data-dir", str(data_dir), "--purge")
+        assert not stack_processes(ports, pool)
