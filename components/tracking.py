@@ -25,7 +25,15 @@ log = logging.getLogger(__name__)
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """$MLFLOW_TRACKING_URI, else ./mlflow.db; a relative sqlite path is made absolute here (MLflow keeps one
+    store per URI string in a process, so a relative one would keep writing to the first working dir's file)."""
+    return _absolute(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
+
+
+def _absolute(uri: str) -> str:
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
 
 
 class TrackingUnavailable(RuntimeError):
@@ -90,7 +98,7 @@ def experiment_id(name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     location = None
-    if tracking_uri() == DEFAULT_URI:
+    if tracking_uri() == _absolute(DEFAULT_URI):  # the default local store (mlflow sets the env var itself)
         location = Path(DEFAULT_ARTIFACTS).resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 

@@ -23,8 +23,10 @@ def local_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_default_uri_is_sqlite(local_store: Path) -> None:
-    assert tracking.tracking_uri() == "sqlite:///mlflow.db"
+def test_default_uri_is_sqlite(local_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert tracking.tracking_uri() == f"sqlite:///{local_store.resolve() / 'mlflow.db'}"  # absolute: see tracking_uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///sub/x.db")
+    assert tracking.tracking_uri() == f"sqlite:///{local_store.resolve() / 'sub' / 'x.db'}"
 
 
 def test_env_overrides_uri(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,7 +46,7 @@ def test_stage_run_logs_params_metrics_artifacts(local_store: Path) -> None:
         run.log_artifact(artifact)
         run.log_dict({"a": 1}, "extra/a.json")
 
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(tracking.tracking_uri())
     got = client.get_run(run.run_id)
     assert got.data.params["train.lr"] == "0.002"
     assert got.data.params["train.betas"] == "[0.9, 0.98]"
@@ -68,7 +70,7 @@ def test_parent_run_from_env(local_store: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("DESTA_PARENT_RUN_ID", parent.run_id)
     with tracking.stage_run("child", "exp-b") as child:
         pass
-    tags = MlflowClient("sqlite:///mlflow.db").get_run(child.run_id).data.tags
+    tags = MlflowClient(tracking.tracking_uri()).get_run(child.run_id).data.tags
     assert tags["mlflow.parentRunId"] == parent.run_id
 
 
@@ -129,7 +131,7 @@ def test_a_resumed_run_is_owned_by_the_resuming_process(local_store: Path) -> No
 
     with tracking.stage_run("train", "exp-r") as first:
         pass
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(tracking.tracking_uri())
     client.set_tag(first.run_id, "desta.pid", "1")  # as if another process had held it
     with tracking.stage_run("train", "exp-r", run_id=first.run_id):
         pass

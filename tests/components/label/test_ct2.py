@@ -55,6 +55,7 @@ def test_batches_give_the_text_of_single_requests(ct2) -> None:
 
 
 def test_sampled_rows_follow_their_own_seed(ct2) -> None:
+    before = ct2.stats.get("sampled_on_hf_fp32", 0)  # the backend is the module's: other tests count too
     sampled = requests(3, temperature=0.9, seed=7)
     alone = [ct2.generate([r])[0].text for r in sampled]
     mixed = ct2.generate(requests(2) + sampled)[2:]  # beside greedy rows: same samples
@@ -62,7 +63,7 @@ def test_sampled_rows_follow_their_own_seed(ct2) -> None:
     reseeded = ct2.generate([replace(sampled[0], seed=8)])[0].text
     greedy = ct2.generate(requests(1))[0].text
     assert len({alone[0], reseeded, greedy}) > 1  # the seed and the temperature matter
-    assert ct2.stats["sampled_on_hf_fp32"] == 3 + 3 + 1
+    assert ct2.stats["sampled_on_hf_fp32"] - before == 3 + 3 + 1
 
 
 def test_engine_tag_names_compute_type_and_converted_weights(ct2, llm_dir: Path) -> None:
