@@ -156,6 +156,12 @@ def push(cwd: Path) -> str:
     return out.splitlines()[-1] if out else ""
 
 
+# S3 answers 500 InternalError when the server cannot store an object; SeaweedFS does so when its disk is full.
+STORE_FAILED = ("the S3 server could not store the objects (InternalError: a full disk on the server is the usual "
+                "cause: see its log and free space there; `desta stack status` shows the local stack's data dir). "
+                "The outputs are complete here; the next run pushes them. DVC said: ")
+
+
 def push_checked(cwd: Path) -> str:
     """Push to the default remote after checking its S3 endpoint answers; errors name the remote and endpoint."""
     from flows.services import ServiceUnavailable, check_s3
@@ -171,4 +177,5 @@ def push_checked(cwd: Path) -> str:
     try:
         return push(cwd)
     except DvcError as err:
-        raise ServiceUnavailable(f"pushing to the {what} (S3 endpoint {endpoint or 'default'}) failed: {err}") from None
+        hint = STORE_FAILED if "InternalError" in str(err) else ""
+        raise ServiceUnavailable(f"pushing to the {what} (S3 endpoint {endpoint or 'default'}) failed: {hint}{err}") from None

@@ -22,7 +22,8 @@ from components.config import apply_overrides, load_params
 from components.tracking import experiment_id, stage_run
 from flows import dvc
 from flows.lock import workspace_lock
-from flows.services import check_mlflow
+from flows.logs import quiet_tracebacks
+from flows.services import ServiceUnavailable, check_mlflow
 from flows.settings import FlowSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +55,7 @@ def _pending(stage: str, root: Path, status: dict[str, Any] | None) -> tuple[boo
 def retrain(overrides: list[str] | None = None, push: bool = True, cwd: str | None = None) -> dict[str, Any]:
     """Run every DVC stage in order. `overrides`: `key.path=value` strings applied to params.yaml first."""
     root = Path(cwd) if cwd else Path.cwd()
+    quiet_tracebacks(ServiceUnavailable, dvc.DvcError)  # they end the run in one line; the traceback says nothing more
     with workspace_lock(root):  # one retrain per workspace: a second one waits or refuses, naming this one
         return _retrain(root, overrides, push)
 

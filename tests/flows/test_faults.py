@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,7 +23,7 @@ from components.stack.config import StackConfig
 from components.stack.manager import ensure_buckets
 from components.stack.services import executable
 from tests.conftest import REPO
-from tests.flows.servers import mlflow_server, prefect_server, process
+from tests.flows.servers import mlflow_server, on_free_port, prefect_server, process
 from tests.flows.workspace import BIN, env_for, micro_corpus, micro_workspace, refused_port, runs
 
 pytestmark = pytest.mark.integration
@@ -49,12 +50,15 @@ def base_env(ws: Path, penv: dict[str, str], **extra: str) -> dict[str, str]:
     return env
 
 
-def s3_keys(endpoint: str, keys: dict[str, str]) -> list[str]:
+def s3_client(endpoint: str, keys: dict[str, str]) -> Any:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id=keys["AWS_ACCESS_KEY_ID"], aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"], aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+
+
+def s3_keys(endpoint: str, keys: dict[str, str]) -> list[str]:
+    return [o["Key"] for o in s3_client(endpoint, keys).list_objects_v2(Bucket=BUCKET).get("Contents", [])]
 
 
 def test_dead_s3_remote_retries_names_it_and_the_next_run_pushes(tmp_path: Path, prefect_env: dict[str, str]) -> None:
@@ -70,6 +74,7 @@ def test_dead_s3_remote_retries_names_it_and_the_next_run_pushes(tmp_path: Path,
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
     assert f"S3 endpoint {endpoint} (DVC remote 'stack' s3://{BUCKET}) is unreachable" in out, out
+    assert "Traceback" not in out and out.count("error:") == 1, out
     assert "Retry 1/2" in out and "Retry 2/2" in out, out  # Prefect retried the push task twice
     assert runs(ws) == ["prepare", "train"]  # the stages themselves finished and are recorded in dvc.lock
 
@@ -84,6 +89,74 @@ def test_dead_s3_remote_retries_names_it_and_the_next_run_pushes(tmp_path: Path,
         assert runs(ws) == ["prepare", "train"]
         pushed = s3_keys(endpoint, keys)
     assert len(pushed) == 2 and all(k.startswith("files/md5/") for k in pushed), pushed  # prepare.json + train.json
+
+
+# SeaweedFS with its data dir on a real tmpfs in a private mount namespace (`unshare`): the store's own disk
+# fills during a push. Touching $GROW makes the tmpfs large (the "freed space" a user would make).
+FULL_STORE = """mount -t tmpfs -o size=24m tmpfs "$STORE_DIR" || exit 1
+"$@" & pid=$!
+trap 'kill $pid' TERM
+while kill -0 $pid 2>/dev/null; do
+  if [ -e "$GROW" ]; then mount -o remount,size=256m "$STORE_DIR" && rm -f "$GROW"; fi
+  sleep 0.2
+done"""
+
+
+def test_full_object_store_disk_is_one_line_and_the_next_run_pushes(tmp_path: Path, prefect_env: dict[str, str]) -> None:
+    ws = micro_workspace(tmp_path / "ws")
+    grow = tmp_path / "grow"
+    store: dict[str, StackConfig] = {}
+
+    def start(port: int) -> subprocess.Popen:
+        cfg = store["cfg"] = StackConfig.resolve(data_dir=tmp_path / "store", s3_port=port, dvc_bucket=BUCKET,
+                                                 mlflow_bucket=f"{BUCKET}-ml")
+        objectstore.data_path(cfg).mkdir(parents=True, exist_ok=True)
+        weed = objectstore.argv(executable("weed"), cfg, cfg.data_dir / objectstore.IDENTITIES_NAME)
+        env = {**os.environ, "STORE_DIR": str(objectstore.data_path(cfg)), "GROW": str(grow)}
+        return procs.spawn(["unshare", "--mount", "--map-root-user", "sh", "-c", FULL_STORE, "sh", *weed], env,
+                           tmp_path / "s3.log", cwd=tmp_path)
+
+    keys = objectstore.prepare(tmp_path / "store")
+    with on_free_port(start, lambda port: f"http://127.0.0.1:{port}/healthz", tmp_path / "s3.log") as (port, _):
+        endpoint = f"http://127.0.0.1:{port}"
+        ensure_buckets(store["cfg"])
+        # prepare.json ~21 MB, train.json holds it again: more than the store's 24 MB disk takes
+        env = base_env(ws, prefect_env, **keys, AWS_DEFAULT_REGION="us-east-1", DESTA_DVC_REMOTE_URL=f"s3://{BUCKET}",
+                       DESTA_S3_ENDPOINT_URL=endpoint, DESTA_PUSH_RETRIES="1", DESTA_PUSH_RETRY_DELAYS="0.5",
+                       STAGE_BYTES_PREPARE=str(16 * 2**20))
+        res = retrain(ws, env)
+        out = res.stdout + res.stderr
+        assert res.returncode == 1, out
+        assert f"pushing to the DVC remote 'stack' s3://{BUCKET} (S3 endpoint {endpoint}) failed" in out, out
+        assert "the S3 server could not store" in out and "Traceback" not in out and out.count("error:") == 1, out
+        print(f"[full store] {[line for line in out.splitlines() if line.startswith('error:')][0][:400]}")
+        assert runs(ws) == ["prepare", "train"]  # the stages finished; only the push failed
+        _objects_whole(endpoint, keys)  # what the store holds is whole: content-addressed keys match their bytes
+
+        grow.touch()  # space freed on the store's disk
+        deadline = time.monotonic() + 30
+        while grow.exists():
+            assert time.monotonic() < deadline, "the store's tmpfs was not grown"
+            time.sleep(0.2)
+        again = retrain(ws, env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "pushed: True" in again.stderr.replace("\n", " "), again.stderr
+        assert runs(ws) == ["prepare", "train"]  # no stage ran again
+        assert len(_objects_whole(endpoint, keys)) == 2
+        status = subprocess.run([str(BIN / "dvc"), "status", "-c"], cwd=ws, env=env, capture_output=True, text=True)
+        assert status.returncode == 0 and "in sync" in status.stdout, status.stdout + status.stderr
+
+
+def _objects_whole(endpoint: str, keys: dict[str, str]) -> list[str]:
+    """The DVC objects in the bucket, each checked: its bytes' md5 is the name DVC gave it."""
+    import hashlib
+
+    s3 = s3_client(endpoint, keys)
+    names = s3_keys(endpoint, keys)
+    for name in names:
+        body = s3.get_object(Bucket=BUCKET, Key=name)["Body"].read()
+        assert name.replace("/", "").endswith(hashlib.md5(body).hexdigest()), name
+    return names
 
 
 def test_dead_mlflow_server_stops_before_any_stage(tmp_path: Path, prefect_env: dict[str, str]) -> None:

@@ -105,7 +105,8 @@ def env_for(workspace: Path, **extra: str) -> dict[str, str]:
 
 # A micro pipeline with the real dvc.yaml mechanics (params, deps, outs, lock) but stages that take
 # a second: for the orchestration tests (deployments, faults). Each run of a stage appends a line to
-# runs.log (untracked), so a test can count what ran; STAGE_SLEEP_<STAGE> makes a stage slow.
+# runs.log (untracked), so a test can count what ran; STAGE_SLEEP_<STAGE> makes a stage slow,
+# STAGE_BYTES_<STAGE> its output large.
 MICRO_STAGE = '''
 import json, os, sys, time, pathlib, yaml
 stage = sys.argv[1]
@@ -117,6 +118,10 @@ with open("runs.log", "a") as log:
 time.sleep(float(os.environ.get(f"STAGE_SLEEP_{stage.upper()}", "0")))
 upstream = pathlib.Path("out/prepare.json").read_text() if stage == "train" else ""
 value = {"max_steps": params["train"]["max_steps"], "upstream": upstream}
+pad = int(os.environ.get(f"STAGE_BYTES_{stage.upper()}", "0"))
+if pad:  # incompressible filler (SeaweedFS gzips text): a large output for the disk-full tests
+    import base64
+    value["pad"] = base64.b64encode(os.urandom(pad)).decode()
 pathlib.Path(f"out/{stage}.json").write_text(json.dumps(value))
 '''
 
