@@ -31,8 +31,11 @@ run: setup
 	@$(DESTA) stack up > /dev/null
 	@eval "$$($(DESTA) stack env)" && $(DESTA) run
 
+# Two pytest-xdist workers, a module each at a time (module fixtures, e.g. a pipeline run, stay shared);
+# TEST_WORKERS=0 runs in one process. Benchmarks run alone: their figures must not share the CPU.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -m "not slow and not bench" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not bench" $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m pytest -m "slow or bench" -s $(PYTEST_ARGS)
