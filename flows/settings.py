@@ -1,8 +1,8 @@
 """Flow knobs that are about *how* work runs, not what it computes (so not in params.yaml / DVC deps).
 
 From the environment, so a deployment, a worker or a test can change them without editing files:
-- DESTA_TASK_RUNNER: `threads` (default), `dask` or `ray` (clusters: needs prefect-dask / prefect-ray,
-  not installed by default); DESTA_TASK_WORKERS: threads (default 2); DESTA_TASK_CLUSTER: address of a running dask/ray cluster.
+- DESTA_TASK_RUNNER: `threads` (default), `dask` or `ray` (clusters: prefect-dask / prefect-ray, installed
+  by `make setup`); DESTA_TASK_WORKERS: threads (default 2); DESTA_TASK_CLUSTER: address of a running dask/ray cluster.
 - DESTA_STAGE_RETRIES (default 2), DESTA_PUSH_RETRIES (default 3),
   DESTA_PUSH_RETRY_DELAYS (seconds, comma separated, default "5,15,45").
 """

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from components.atomic import atomic_write_text
+from components.atomic import atomic_write_text, clear_temps
 from components.config import LabelConfig, ModelsConfig
 from components.label import filters, template
 from components.label.attributes import seed_value
@@ -31,7 +31,8 @@ from components.label.cache import Cached, ResponseCache
 from components.label.choices import choice_row
 from components.label.pool import DEFAULT_POOL
 from components.label.rows import aqa_row, dumps_rows
-from components.label.units import SEED_FIELDS, LabelJob, Unit, UnitResult, plan_batches, plan_units, prepare_job
+from components.label.units import (SEED_FIELDS, LabelJob, Unit, UnitResult, plan_batches, plan_units, prepare_job,
+                                    process_name)
 from components.progress import progress_bar
 from components.records import LABEL_PROVENANCE, LABEL_SHARD_DIR
 from components.stage import one_writer
@@ -124,6 +125,7 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
     atomic_write_text(job.out / QUARANTINE_DIR / f"{unit.name}.jsonl", dumps_rows(quarantine))
     atomic_write_text(job.out / SHARD_DIR / f"{unit.name}.jsonl", dumps_rows(rows))  # last: marks the unit done
     result.rows = len(rows)
+    result.process, result.process_loads = process_name(), job.loads
     return result
 
 
@@ -169,10 +171,9 @@ def provenance(job: LabelJob, units: list[Unit]) -> dict[str, Any]:
 
 def _clean(directory: Path, keep: set[str]) -> None:
     """Drop shards of units that no longer exist and temp files left by a killed run."""
-    if not directory.is_dir():
-        return
-    for p in directory.iterdir():
-        if (p.name.startswith(".") and p.name.endswith(".tmp")) or (p.match(SHARD_GLOB) and p.name not in keep):
+    clear_temps(directory)
+    for p in directory.glob(SHARD_GLOB) if directory.is_dir() else ():
+        if p.name not in keep:
             p.unlink(missing_ok=True)
 
 
@@ -208,12 +209,17 @@ def summarize(results: list[UnitResult], wall_seconds: float) -> dict[str, Any]:
         for i, n in enumerate(r.generated_by_attempt):
             by_attempt += [0] * (i + 1 - len(by_attempt))
             by_attempt[i] += n
+    loads: dict[str, int] = {}
+    for r in results:
+        loads[r.process] = max(loads.get(r.process, 0), r.process_loads)
     rows = sum(r.rows for r in results)
     gen = sum(r.generated for r in results)
     ctoks = sum(r.completion_tokens for r in results)
     gsec = sum(r.generate_seconds for r in results)
     return {
         "rows_written": rows,
+        "processes": sorted(loads),  # host:pid that ran units (threads: this one; a cluster: its workers)
+        "backend_loads": sum(loads.values()),  # a model per process that generated, loaded once
         "requests": sum(r.requests for r in results),
         "cache_hits": sum(r.cache_hits for r in results),
         "generated": gen,

@@ -7,6 +7,8 @@ the response cache, so any worker may run any unit in any order (components/labe
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -62,12 +64,18 @@ class UnitResult:
     # (SmolLM2 picks the first option of "male or female?") shows up here as a skew (#7).
     rows_by_asked_value: dict[str, int] = field(default_factory=dict)
     choice_rows: int = 0  # of `rows`: choice-format copies (label.choice_rows)
+    process: str = ""  # host:pid that ran the unit
+    process_loads: int = 0  # backends the unit's job loaded in that process by the unit's end
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 _WORKER_BACKENDS: dict[tuple, Backend] = {}  # this process's backends, when it is a cluster worker
+
+
+def process_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class LabelJob:
@@ -80,12 +88,14 @@ class LabelJob:
         self._backend = backend
         self._owns_backend = backend is None
         self._lock = threading.Lock()  # units on a thread runner share one backend
+        self._in_worker = False  # set on the copies a cluster worker unpickles
+        self.loads = 0  # backends this job (or this copy of it) loaded: label stats count them per process
         self.engine = backend.engine if backend is not None else expected_engine(cfg, generator_dir)
         self.skipped: dict[str, int] = {}  # seeds left out by `select_seeds`, counted once by `plan_units`
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_backend"], state["_owns_backend"] = None, True
+        state["_backend"], state["_owns_backend"], state["loads"] = None, True, 0
         del state["_lock"]
         return state
 
@@ -100,12 +110,13 @@ class LabelJob:
         with self._lock:
             if self._backend is None:
                 key = (self.cfg.model_dump_json(), self.generator.name, self.generator_dir, self.engine)
-                backend = _WORKER_BACKENDS.get(key) if getattr(self, "_in_worker", False) else None
+                backend = _WORKER_BACKENDS.get(key) if self._in_worker else None
                 if backend is None:
                     backend = make_backend(self.cfg, self.generator.name, self.generator_dir)
+                    self.loads += 1
                     if backend.engine != self.engine:
                         raise RuntimeError(f"backend engine {backend.engine!r} != expected {self.engine!r}")
-                    if getattr(self, "_in_worker", False):
+                    if self._in_worker:
                         _WORKER_BACKENDS[key] = backend
                         self._owns_backend = False  # the worker's: outlives this task
                 self._backend = backend

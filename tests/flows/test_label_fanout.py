@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,12 +70,10 @@ def test_runner_choice_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DESTA_TASK_WORKERS", "3")
     runner = make_task_runner()
     assert isinstance(runner, ThreadPoolTaskRunner) and runner._max_workers == 3
-    for kind in ("dask", "ray"):
-        try:
-            __import__(f"prefect_{kind}")
-        except ImportError:
-            with pytest.raises(RuntimeError, match=f"needs the prefect-{kind} package"):
-                make_task_runner(settings(task_runner=kind))
+    for kind in ("dask", "ray"):  # a deployment without the extra: one error naming the package
+        monkeypatch.setitem(sys.modules, f"prefect_{kind}", None)  # `import prefect_<kind>` raises ImportError
+        with pytest.raises(RuntimeError, match=f"needs the prefect-{kind} package"):
+            make_task_runner(settings(task_runner=kind))
     monkeypatch.setenv("DESTA_TASK_RUNNER", "spark")
     with pytest.raises(ValueError, match="DESTA_TASK_RUNNER"):
         FlowSettings.from_env()
@@ -90,6 +91,7 @@ def test_units_fan_out_on_threads_and_match_sequential_label(tmp_path: Path, pre
     state = flow(str(seeds), str(tmp_path / "fan"), str(params), return_state=True)
     stats = state.result()
     assert stats["units"] == 4 and stats["rows_written"] - stats["choice_rows"] + stats["quarantined"] == 8
+    assert len(stats["processes"]) == 1 and stats["backend_loads"] == 1  # four units, two threads, one model
 
     # Four task runs, all completed, and at least two of them overlapped in time (two threads).
     with get_client(sync_client=True) as client:
@@ -120,6 +122,9 @@ def test_units_on_a_local_dask_cluster_match_threads(tmp_path: Path, prefect_ser
     threads = label_shards.with_options(task_runner=make_task_runner(settings()))(str(seeds), str(tmp_path / "threads"),
                                                                                  str(params))
     assert threads["rows_written"] == stats["rows_written"]
+    # Each worker process that ran units loaded the model once (the units came to it as separate task copies).
+    assert len(stats["processes"]) in (1, 2) and stats["backend_loads"] == len(stats["processes"]), stats
+    assert f"{socket.gethostname()}:{os.getpid()}" not in stats["processes"]  # the workers ran them, not this process
     assert_same_shards(tmp_path / "dask", tmp_path / "threads", 4)
 
 
@@ -202,7 +207,7 @@ def test_units_on_a_local_ray_head_match_threads_and_survive_killed_workers(
     stats = label_shards.with_options(task_runner=runner)(str(seeds), str(tmp_path / "ray"), str(params))
     killer.join(5)
     assert killed, "no Ray worker was running when the first responses were cached"
-    assert stats["units"] == 2
+    assert stats["units"] == 2 and stats["backend_loads"] <= len(stats["processes"])  # at most once per worker
     assert_same_shards(tmp_path / "ray", threads12["out"], 2)
     assert not list((tmp_path / "ray" / "shards").glob("*.tmp*"))
 

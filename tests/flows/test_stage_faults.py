@@ -37,7 +37,7 @@ INPUTS = {
 FINISHED = {"ingest": "stats.json", "seeds": "report.json", "label": "stats.json", "train": "metrics.json",
             "evaluate": "metrics.json"}
 TIMINGS = ("seconds", "wall", "per_s", "rss", "_at")  # keys of measured time/memory: differ run to run
-WORK = ("generated", "cache_hits", "tokens", "backend_stats")  # label's work counters: a resumed re-run does less
+WORK = ("generated", "cache_hits", "tokens", "backend_stats", "backend_loads", "processes")  # label's work: a re-run does less, elsewhere
 
 
 def _stage(stage: str, root: Path, params: Path, out: Path, cache: Path) -> list[str]:
