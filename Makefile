@@ -5,6 +5,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 DESTA := $(VENV)/bin/desta
 STAMP := $(VENV)/.stamp-install
+SERVER_STAMP := $(VENV)/.stamp-server
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export HF_HUB_OFFLINE := 1
@@ -37,8 +38,14 @@ TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not bench" $(PYTEST_ARGS)
 
-bench: setup
+bench: setup $(SERVER_STAMP)
 	$(PY) -m pytest -m "slow or bench" -s $(PYTEST_ARGS)
+
+# llama.cpp's server (the openai backend's real-server test): no wheel for this platform, so pip builds
+# llama.cpp from source (minutes); for `make bench` only.
+$(SERVER_STAMP): $(STAMP)
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -c constraints.txt -e ".[server]"
+	@touch $@
 
 # Re-pin constraints.txt from the current .venv (after changing pyproject.toml).
 lock:

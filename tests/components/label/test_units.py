@@ -185,6 +185,8 @@ def test_label_config_in_both_profiles(repo: Path) -> None:
 
 
 def test_vllm_is_imported_only_when_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FAKE `vllm` module: vLLM cannot run on these GPU-less machines (docs/label.md says why), so this
+    checks the backend's wiring (lazy import, sampling params, token counts), not vLLM itself."""
     import components.label.run  # noqa: F401 - the whole stage imports without vllm
 
     assert "vllm" not in sys.modules
