@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from components.ingest.embedded import EspeakSettings, build_espeak_corpus, default_cache
+from components.stack.objectstore import free_ports
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
@@ -26,9 +27,7 @@ MICRO_PER_VOICE = 3  # x 10 espeak voices = 30 clips
 def free_port() -> int:
     """A loopback port free now. Another process can take it before it is used: start servers through
     `servers.on_free_port` (which tries again), and use `refused_port` for an address nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 @contextmanager
