@@ -41,8 +41,12 @@ def audio_ref(manifest_dir: Path, data_root: Path, row: dict[str, Any]) -> str:
 @lru_cache(maxsize=64)
 def shard_members(shard: Path, mtime_ns: int) -> dict[str, tuple[int, int]]:
     """Member name -> (data offset, size) of a tar shard; cached per (path, mtime)."""
-    with tarfile.open(shard, "r") as tar:
-        return {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
+    try:
+        with tarfile.open(shard, "r") as tar:
+            return {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
+    except tarfile.TarError as err:
+        raise ValueError(f"{shard}: unreadable shard ({err}): the file is damaged; re-run `desta ingest` "
+                         "(or `dvc pull` / `dvc checkout` it)") from None
 
 
 def read_member(shard: Path, member: str) -> bytes:

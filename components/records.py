@@ -18,10 +18,19 @@ LABEL_PROVENANCE = "provenance.json"  # beside the label shards, written last: l
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every row of a JSONL file ([] when it does not exist)."""
+    """Every row of a JSONL file ([] when it does not exist); a line that is not JSON raises ValueError
+    naming the file and the line (a torn copy, an edit by hand)."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{n}: not a JSON line ({err.msg}, column {err.colno}): the file is damaged; "
+                                 "re-run the stage that wrote it (or `dvc pull` / `dvc checkout` it)") from None
+    return rows
 
 
 def read_seeds(seeds_dir: Path) -> list[dict[str, Any]]:

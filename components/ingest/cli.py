@@ -41,7 +41,10 @@ def ingest_command(
     except (ValueError, OSError) as err:
         fail(str(err))
     limits = Limits(cfg.min_duration, cfg.max_duration, cfg.silence_dbfs, prof.data.sample_rate)
-    report = run_ingest(cands, out, limits, cfg.shard_max_mb * 2**20, workers or cfg.workers)
+    try:
+        report = run_ingest(cands, out, limits, cfg.shard_max_mb * 2**20, workers or cfg.workers)
+    except ValueError as err:  # a damaged earlier output of this stage
+        fail(str(err))
     seconds = time.perf_counter() - t0
     atomic_write_text(out / "corpus_card.md", corpus_card(sources))
     stats = report.as_dict()

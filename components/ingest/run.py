@@ -92,7 +92,11 @@ def ingest(
         if cand.key not in seen:
             seen.add(cand.key)
             unique.append(cand)
-    previous = {r["source"]: r for r in read_jsonl(out_dir / MANIFEST) + read_jsonl(out_dir / QUARANTINE)}
+    try:
+        previous = {r["source"]: r for r in read_jsonl(out_dir / MANIFEST) + read_jsonl(out_dir / QUARANTINE)}
+    except ValueError as err:  # our own earlier output, damaged from outside: a re-run alone cannot mend it
+        raise ValueError(f"{str(err).split(': the file is damaged')[0]}: ingest's earlier output is damaged: remove "
+                         f"{out_dir} (or `dvc checkout` it) and run ingest again") from None
     digests = _hash_all(unique, workers)
 
     # Decide per input: reuse the previous row, or decode (in parallel, in input order).

@@ -367,10 +367,14 @@ class DestaModel(nn.Module):
         """Rebuild from the named backbones (or overrides) and load the trainable weights.
 
         Also reads the official DeSTA2.5-Audio layout (config `model_type: desta25`)."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = Path(path)
-        config = json.loads((path / CONFIG_FILE).read_text())
+        try:
+            config = json.loads((path / CONFIG_FILE).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path / CONFIG_FILE}: not JSON ({err}): a torn or damaged copy") from None
         if config.get("model_type") == "desta25":
             spec, state = official_parts(path, config, whisper, llm)
             model = cls.from_backbones(spec, precision or "bf16", with_decoder)
@@ -379,8 +383,13 @@ class DestaModel(nn.Module):
         if config.get("format") != FORMAT:
             raise ValueError(f"{path}: not a DeSTA model export (format {config.get('format')!r})")
         spec = DestaSpec(whisper or config["whisper"], llm or config["llm"], ModelConfig(**config["model"]))
+        try:  # before the backbones load: a torn copy fails in a second, naming the file
+            state = load_file(str(path / WEIGHTS_FILE))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{path / WEIGHTS_FILE}: unreadable weights ({err}): a torn or damaged copy; re-run "
+                             "`desta train` (or `dvc pull` / `dvc checkout` it)") from None
         model = cls.from_backbones(spec, precision or config.get("precision", "bf16"), with_decoder)
-        model.load_trainable(load_file(str(path / WEIGHTS_FILE)), source=str(path))
+        model.load_trainable(state, source=str(path))
         return model
 
     def load_trainable(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:

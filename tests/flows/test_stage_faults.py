@@ -183,3 +183,50 @@ def test_sigkill_halfway_leaves_nothing_read_as_finished_and_a_rerun_matches(sta
     assert res.returncode == 0, res.stderr[-3000:]
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # the re-run cleared the killed run's temps
     assert _outputs(out, stage) == _outputs(root / stage, stage)
+
+
+def _garbage_line(d: Path, pattern: str) -> Path:
+    """Append a line that is not JSON to the first file matching `pattern` under `d`; returns that file."""
+    path = sorted(d.glob(pattern))[0]
+    path.write_text(path.read_text() + '{"id": "cut-off\n')
+    return path
+
+
+def _truncate(d: Path, pattern: str) -> Path:
+    """Cut the first file matching `pattern` under `d` to half its bytes (a torn copy); returns it."""
+    path = sorted(d.glob(pattern))[0]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+# (stage, what is broken in its input, how): every stage's own input, copied from the reference chain.
+BROKEN = [
+    ("seeds", "ingest", lambda d: _truncate(d, "shards/shard-*.tar")),
+    ("seeds", "ingest", lambda d: _garbage_line(d, "manifest.jsonl")),
+    ("label", "seeds", lambda d: _garbage_line(d, "shards/seeds-*.jsonl")),
+    ("train", "label", lambda d: _garbage_line(d, "shards/label-*.jsonl")),
+    ("evaluate", "train", lambda d: _truncate(d, "model/*.safetensors")),
+]
+
+
+@pytest.mark.parametrize(("stage", "upstream", "damage"), BROKEN,
+                         ids=["seeds-torn-shard", "seeds-bad-manifest", "label-bad-seeds", "train-bad-label-shard",
+                              "evaluate-torn-model"])
+def test_broken_input_is_one_line_naming_the_file_and_nothing_reads_as_finished(
+        stage: str, upstream: str, damage: Any, chain: dict[str, Any], tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for name in {*(p.split("/")[0] for p in INPUTS[stage] if not p.startswith("--")), upstream}:
+        shutil.copytree(chain["root"] / name, root / name)
+    broken = damage(root / upstream)
+    params = tmp_path / "params.yaml"
+    params.write_text(chain["params"].read_text())
+    apply_overrides(params, [f"tiny.data.root={root}"])
+    out = root / f"{stage}-out"
+    res = _run(_stage(stage, root, params, out, chain["cache"]), chain["env"])
+    log = res.stdout + res.stderr
+    assert res.returncode == 1, log[-3000:]
+    assert "Traceback" not in log and log.count("error:") == 1, log[-3000:]
+    assert broken.name in log, log[-3000:]  # the user is told which file
+    assert not (out / FINISHED[stage]).exists()
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")] if out.exists() else True
+    print(f"[broken] {stage}: {[line for line in log.splitlines() if 'error:' in line][0][:300]}")

@@ -154,3 +154,22 @@ def test_lhotse_recipe_outside_default_root_stops_before_decoding(tmp_path: Path
     elsewhere = CliRunner().invoke(app, [*base, "--data-root", str(tmp_path / "manifests")])
     assert elsewhere.exit_code == 1 and "outside_data_root 2" in elsewhere.output
     assert json.loads((out / STATS).read_text())["quarantined_by_reason"] == {"outside_data_root": 2}
+
+
+def test_a_damaged_earlier_manifest_is_one_line_saying_what_to_remove(tmp_path: Path, params: Path) -> None:
+    """Ingest reuses its earlier manifest rows; when that manifest was damaged from outside (a torn copy),
+    the re-run stops in one line naming the file, its line and what to remove; after that, the outputs
+    equal the first run's."""
+    src, out = _noise(tmp_path / "src", 4), tmp_path / "out"
+    args = ["ingest", "--source", str(src), "--params", str(params), "--no-track", "--out", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    want = _outputs(out)
+    manifest = out / MANIFEST
+    manifest.write_text(manifest.read_text() + '{"source": "cut-off\n')
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1 and "Traceback" not in res.output and res.output.count("error:") == 1, res.output
+    assert f"{manifest}:5: not a JSON line" in res.output and f"remove {out}" in res.output, res.output
+    shutil.rmtree(out)
+    assert CliRunner().invoke(app, args).exit_code == 0
+    got = _outputs(out)
+    assert {k: v for k, v in got.items() if k != STATS} == {k: v for k, v in want.items() if k != STATS}
