@@ -19,6 +19,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from components.records import DamagedFile, rewrite
+
 
 def load_audio(path: Path, sample_rate: int = 16000) -> torch.Tensor:
     """Decode `path` (wav/flac/ogg/mp3, any bit depth or channel count) to mono float32 at `sample_rate`."""
@@ -45,8 +47,7 @@ def shard_members(shard: Path, mtime_ns: int) -> dict[str, tuple[int, int]]:
         with tarfile.open(shard, "r") as tar:
             return {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
     except tarfile.TarError as err:
-        raise ValueError(f"{shard}: unreadable shard ({err}): the file is damaged; re-run `desta ingest` "
-                         "(or `dvc pull` / `dvc checkout` it)") from None
+        raise DamagedFile(f"{shard}: unreadable shard ({err})", rewrite("`desta ingest`")) from None
 
 
 def read_member(shard: Path, member: str) -> bytes:

@@ -17,20 +17,35 @@ LABEL_SHARD_DIR = "shards"  # in the label output dir
 LABEL_PROVENANCE = "provenance.json"  # beside the label shards, written last: lists the shards of a finished run
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every row of a JSONL file ([] when it does not exist); a line that is not JSON raises ValueError
-    naming the file and the line (a torn copy, an edit by hand)."""
-    if not path.is_file():
-        return []
+def rewrite(writer: str) -> str:
+    """What to do about a damaged stage file: have `writer` write it again, or restore it from DVC."""
+    return f"the file is damaged; re-run {writer} (or `dvc pull` / `dvc checkout` it)"
+
+
+class DamagedFile(ValueError):
+    """A file that cannot be read as written (a torn copy, an edit by hand). `where` names the file (and
+    line) and what is wrong; the message adds what to do."""
+
+    def __init__(self, where: str, advice: str | None = None) -> None:
+        super().__init__(f"{where}: {advice}" if advice else where)
+        self.where = where
+
+
+def jsonl_rows(path: Path, advice: str | None = None) -> list[dict[str, Any]]:
+    """Every row of a JSONL file; a line that is not JSON raises DamagedFile naming the file and line."""
     rows = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not a JSON line ({err.msg}, column {err.colno}): the file is damaged; "
-                                 "re-run the stage that wrote it (or `dvc pull` / `dvc checkout` it)") from None
+                raise DamagedFile(f"{path}:{n}: not a JSON line ({err.msg}, column {err.colno})", advice) from None
     return rows
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every row of a stage's JSONL file ([] when it does not exist)."""
+    return jsonl_rows(path, rewrite("the stage that wrote it")) if path.is_file() else []
 
 
 def read_seeds(seeds_dir: Path) -> list[dict[str, Any]]:

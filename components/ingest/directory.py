@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 from components.ingest.candidates import METADATA_FILES, OUTSIDE_ROOT, Candidate, is_hidden, within_root
+from components.records import jsonl_rows
 
 FILE_KEYS = ("file", "file_name", "path", "audio")
 
 
 def _metadata_rows(meta_file: Path) -> list[dict[str, Any]]:
     if meta_file.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(meta_file.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{meta_file}:{n}: invalid JSON: {err}") from None
-        return rows
+        return jsonl_rows(meta_file)
     with meta_file.open(newline="") as f:
         return [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 

@@ -22,7 +22,7 @@ from components.ingest.candidates import Candidate
 from components.ingest.decode import Decoded, Limits, Rejected, decode_clip
 from components.ingest.shards import SHARD_DIR, ShardWriter, next_shard_index
 from components.progress import progress_bar
-from components.records import MANIFEST, read_jsonl
+from components.records import MANIFEST, DamagedFile, read_jsonl
 
 QUARANTINE = "quarantine.jsonl"
 STATS = "stats.json"
@@ -94,9 +94,9 @@ def ingest(
             unique.append(cand)
     try:
         previous = {r["source"]: r for r in read_jsonl(out_dir / MANIFEST) + read_jsonl(out_dir / QUARANTINE)}
-    except ValueError as err:  # our own earlier output, damaged from outside: a re-run alone cannot mend it
-        raise ValueError(f"{str(err).split(': the file is damaged')[0]}: ingest's earlier output is damaged: remove "
-                         f"{out_dir} (or `dvc checkout` it) and run ingest again") from None
+    except DamagedFile as err:  # our own earlier output, damaged from outside: a re-run alone cannot mend it
+        raise DamagedFile(err.where, f"ingest's earlier output is damaged: remove {out_dir} (or `dvc checkout` it) "
+                                     "and run ingest again") from None
     digests = _hash_all(unique, workers)
 
     # Decide per input: reuse the previous row, or decode (in parallel, in input order).

@@ -28,7 +28,7 @@ from components.measure import heard_speech
 from components.model import prompt as P
 from components.model.backbones import CONFIG_FILE, FORMAT, WEIGHTS_FILE, DestaSpec, LossOutput, load_backbones  # noqa: F401 -- DestaSpec, LossOutput: the model's public types
 from components.model.encoder import audio_key, log_mel, tapped_states, valid_frames
-from components.model.official import official_parts
+from components.model.export import read_export, write_export
 from components.model.qformer import Connector
 from components.model.transcribe import quiet_whisper_generate
 from components.modeldir import backbone_digest
@@ -343,23 +343,14 @@ class DestaModel(nn.Module):
     def save_pretrained(self, out_dir: str | Path, state: dict[str, torch.Tensor] | None = None,
                         extra: dict[str, Any] | None = None) -> Path:
         """Write the trainable weights (model.safetensors) + config.json naming the backbones."""
-        from safetensors.torch import save_file
-
-        from components.atomic import atomic_dir
-
-        out_dir = Path(out_dir)
         state = state if state is not None else self.trainable_state_dict()
         config = {
-            "format": FORMAT, **self.spec.to_dict(), "precision": self.precision,
+            **self.spec.to_dict(), "precision": self.precision,
             "backbone_sha256": {"whisper": backbone_digest(self.spec.whisper), "llm": backbone_digest(self.spec.llm)},
             "trainable_parameters": int(sum(t.numel() for t in state.values())),
             **(extra or {}),
         }
-        with atomic_dir(out_dir) as tmp:
-            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
-            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-            (tmp / WEIGHTS_FILE).chmod(0o644)
-        return out_dir
+        return write_export(out_dir, state, config)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, whisper: str | None = None, llm: str | None = None,
@@ -367,29 +358,9 @@ class DestaModel(nn.Module):
         """Rebuild from the named backbones (or overrides) and load the trainable weights.
 
         Also reads the official DeSTA2.5-Audio layout (config `model_type: desta25`)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        try:
-            config = json.loads((path / CONFIG_FILE).read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path / CONFIG_FILE}: not JSON ({err}): a torn or damaged copy") from None
-        if config.get("model_type") == "desta25":
-            spec, state = official_parts(path, config, whisper, llm)
-            model = cls.from_backbones(spec, precision or "bf16", with_decoder)
-            model.load_trainable(state, source=f"{path} (official layout)")
-            return model
-        if config.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a DeSTA model export (format {config.get('format')!r})")
-        spec = DestaSpec(whisper or config["whisper"], llm or config["llm"], ModelConfig(**config["model"]))
-        try:  # before the backbones load: a torn copy fails in a second, naming the file
-            state = load_file(str(path / WEIGHTS_FILE))
-        except (SafetensorError, OSError) as err:
-            raise ValueError(f"{path / WEIGHTS_FILE}: unreadable weights ({err}): a torn or damaged copy; re-run "
-                             "`desta train` (or `dvc pull` / `dvc checkout` it)") from None
-        model = cls.from_backbones(spec, precision or config.get("precision", "bf16"), with_decoder)
-        model.load_trainable(state, source=str(path))
+        export = read_export(path, whisper, llm)
+        model = cls.from_backbones(export.spec, precision or export.precision or "bf16", with_decoder)
+        model.load_trainable(export.state, source=export.source)
         return model
 
     def load_trainable(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:

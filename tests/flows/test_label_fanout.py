@@ -14,7 +14,7 @@ import pytest
 from components.config import apply_overrides, load_params
 from flows.label import label_shards, make_task_runner
 from flows.settings import FlowSettings
-from tests.components.label.helpers import seed_rows, write_jsonl
+from tests.components.label.helpers import cached_responses, seed_rows, write_jsonl
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -133,7 +133,6 @@ def test_dask_workers_killed_mid_run_are_replaced_and_the_shards_still_match(
     """SIGKILL every Dask worker process once the first responses are cached (units half done): the
     nannies start new workers, the lost units run again (from the response cache), same shards."""
     import signal
-    import sqlite3
     import threading
     import time
 
@@ -143,14 +142,7 @@ def test_dask_workers_killed_mid_run_are_replaced_and_the_shards_still_match(
     killed: list[int] = []
 
     def cached_rows() -> int:
-        db = tmp_path / "dask" / "cache" / "responses.sqlite"
-        if not db.is_file():
-            return 0
-        try:
-            with sqlite3.connect(db, timeout=1) as con:
-                return con.execute("SELECT count(*) FROM responses").fetchone()[0]
-        except sqlite3.Error:  # created but no table yet
-            return 0
+        return cached_responses(tmp_path / "dask")
 
     def kill_workers_when_cached() -> None:
         deadline = time.monotonic() + 300
@@ -189,12 +181,11 @@ def test_units_on_a_local_ray_head_match_threads_and_survive_killed_workers(
     runner = make_task_runner(settings(task_runner="ray"))
     assert type(runner).__name__ == "RayTaskRunner"
     killed: list[int] = []
-    db = tmp_path / "ray" / "cache" / "responses.sqlite"
 
     def kill_workers_when_cached() -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not killed:
-            if db.is_file() and _count(db) > 0:
+            if cached_responses(tmp_path / "ray") > 0:
                 for proc in psutil.process_iter(["cmdline"]):
                     title = (proc.info["cmdline"] or [""])[0]  # a Ray worker's process title: ray::IDLE, ray::<task>
                     if title.startswith("ray::") and not title.endswith("Agent"):  # not the node's own agents
@@ -211,12 +202,3 @@ def test_units_on_a_local_ray_head_match_threads_and_survive_killed_workers(
     assert_same_shards(tmp_path / "ray", threads12["out"], 2)
     assert not list((tmp_path / "ray" / "shards").glob("*.tmp*"))
 
-
-def _count(db: Path) -> int:
-    import sqlite3
-
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            return con.execute("SELECT count(*) FROM responses").fetchone()[0]
-    except sqlite3.Error:  # created but no table yet
-        return 0

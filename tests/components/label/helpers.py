@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from components.config import LabelConfig
+from components.label.cache import CACHE_FILE
 
 # Small but real: the embedded SmolLM2-135M, a handful of seeds, short answers. One torch thread:
 # on a shared 2-core box two spinning OpenMP threads lose 5-30x when a neighbour takes a core.
@@ -64,3 +67,16 @@ def shard_bytes(out: Path) -> dict[str, bytes]:
 
 def read_rows(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for p in sorted((out / "shards").glob("label-*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def cached_responses(out: Path) -> int:
+    """Responses a label run in `out` has committed to its cache (0 before the file or its table exists);
+    read-only, so a test can poll it while the run writes."""
+    db = out / "cache" / CACHE_FILE
+    if not db.is_file():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
+            return con.execute("SELECT count(*) FROM responses").fetchone()[0]
+    except sqlite3.Error:
+        return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ import pytest
 from components.config import ModelsConfig
 from components.label.run import label
 from components.stack import procs
-from tests.components.label.helpers import label_cfg, read_rows, seed_rows, shard_bytes
+from tests.components.label.helpers import cached_responses, label_cfg, read_rows, seed_rows, shard_bytes
 from tests.flows.servers import on_free_port, wait_http
 
 pytestmark = pytest.mark.slow
@@ -70,16 +69,6 @@ def llama(tmp_path: Path) -> Iterator[dict]:
             procs.terminate(state["proc"].pid, 15)
 
 
-def _cached(db: Path) -> int:
-    if not db.is_file():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            return con.execute("SELECT count(*) FROM responses").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def test_llama_server_killed_mid_run_is_retried_through_and_the_cache_resumes(
         llama: dict, tmp_path: Path, models: ModelsConfig) -> None:
     seeds = seed_rows(12)
@@ -90,7 +79,7 @@ def test_llama_server_killed_mid_run_is_retried_through_and_the_cache_resumes(
 
     def kill_and_restart() -> None:  # once the first batch is committed to the cache: the run is under way
         deadline = time.monotonic() + 300
-        while _cached(out / "cache" / "responses.sqlite") == 0:
+        while cached_responses(out) == 0:
             if time.monotonic() > deadline:
                 return
             time.sleep(0.05)

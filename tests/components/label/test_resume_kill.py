@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,22 +13,10 @@ from pathlib import Path
 import yaml
 
 from components.config import ModelsConfig
-from components.label.cache import CACHE_FILE
 from components.label.run import label
-from tests.components.label.helpers import label_cfg, seed_rows, shard_bytes, write_jsonl
+from tests.components.label.helpers import cached_responses, label_cfg, seed_rows, shard_bytes, write_jsonl
 
 N_SEEDS = 16  # 2 shards of 8 rows, 2 batches of 4 each per attempt
-
-
-def _cached(out: Path) -> int:
-    db = out / "cache" / CACHE_FILE
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            return con.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-    except sqlite3.Error:
-        return 0
 
 
 def _shards(out: Path) -> list[Path]:
@@ -67,11 +54,11 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path, repo: Path, llm_dir: Path, m
     out = tmp_path / "killed"
 
     # Kill 1: right after the first batch is committed (mid-shard). Kill 2: after a shard landed.
-    _kill_when(_start(repo, seeds_file, out, params), lambda: _cached(out) >= 1)
-    first = _cached(out)
+    _kill_when(_start(repo, seeds_file, out, params), lambda: cached_responses(out) >= 1)
+    first = cached_responses(out)
     assert not _shards(out)  # killed inside the first unit
     _kill_when(_start(repo, seeds_file, out, params), lambda: len(_shards(out)) >= 1)
-    assert _cached(out) > first and not (out / "shards" / "provenance.json").exists()  # killed before the end
+    assert cached_responses(out) > first and not (out / "shards" / "provenance.json").exists()  # killed before the end
 
     done = _start(repo, seeds_file, out, params)
     stdout, stderr = done.communicate(timeout=900)
