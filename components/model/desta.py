@@ -12,7 +12,6 @@ under bf16 autocast; trainable weights stay fp32 (the official trainer's bf16-mi
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.audio import read_audio_ref
-from components.config import ModelConfig
 from components.measure import heard_speech
 from components.model import prompt as P
-from components.model.backbones import CONFIG_FILE, FORMAT, WEIGHTS_FILE, DestaSpec, LossOutput, load_backbones  # noqa: F401 -- DestaSpec, LossOutput: the model's public types
+from components.model.backbones import DestaSpec, LossOutput, load_backbones  # noqa: F401 -- DestaSpec: a public type here
 from components.model.encoder import audio_key, log_mel, tapped_states, valid_frames
 from components.model.export import read_export, write_export
 from components.model.qformer import Connector
