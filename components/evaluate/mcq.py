@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from components.vocab import CATEGORY, QUESTIONS, SAID
@@ -19,10 +19,27 @@ def _rng(*parts: str) -> random.Random:
     return random.Random(hashlib.sha256(":".join(parts).encode()).hexdigest())
 
 
+class _AllBut(Sequence):
+    """`items` without the one at `skip`, as a view: `random.sample` draws from it exactly as from the copied
+    list, and building a question costs O(1) instead of a copy of every held-out transcript (quadratic)."""
+
+    def __init__(self, items: list[str], skip: int | None) -> None:
+        self.items, self.skip = items, skip
+
+    def __len__(self) -> int:
+        return len(self.items) - (self.skip is not None)
+
+    def __getitem__(self, i: int) -> str:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.items[i + (self.skip is not None and i >= self.skip)]
+
+
 def build_mcq(seeds: Iterable[dict[str, Any]], n_distractors: int = 3) -> list[dict[str, Any]]:
     """MMAU-layout question rows for the test-split seeds."""
     test = [r for r in seeds if r.get("split") == "test"]
     transcripts = sorted({r["transcript"] for r in test if r["kind"] == "speech" and r.get("transcript")})
+    position = {t: i for i, t in enumerate(transcripts)}
     categories = sorted({r["attributes"]["Audio category"]["value"] for r in test if r["kind"] == "sound"
                          and r["attributes"]["Audio category"]["value"] != "unknown"})
     rows: list[dict[str, Any]] = []
@@ -36,7 +53,7 @@ def build_mcq(seeds: Iterable[dict[str, Any]], n_distractors: int = 3) -> list[d
                     _rng(seed["id"], name, "order").shuffle(order)  # as MMAU: position tells nothing
                     items.append((name, question, order, attrs[name], difficulty))
             text = seed.get("transcript")
-            others = [t for t in transcripts if t != text]
+            others = _AllBut(transcripts, position.get(text))
             if text and len(others) >= n_distractors:
                 choices = _rng(seed["id"], "said").sample(others, n_distractors) + [text]
                 _rng(seed["id"], "said-order").shuffle(choices)

@@ -34,3 +34,24 @@ def test_sound_category_questions_and_scoring() -> None:
     assert len(rows) == 5 and all(r["task"] == "sound" for r in rows)
     perfect = [{**r, "model_prediction": r["answer"]} for r in rows]
     assert score_mmau(perfect)["total"] == {"accuracy": 100.0, "n": 5}
+
+
+def test_said_distractors_are_drawn_as_from_a_copied_list_without_the_answer() -> None:
+    """The 'what was said' distractors come from a view of the held-out transcripts (a copy per question
+    was quadratic: hours at 10^6 rows); random.sample must draw exactly what it drew from the copy, on
+    both of its paths (a pool copy for short lists, index draws for long ones)."""
+    import random
+
+    from components.evaluate.mcq import _AllBut
+
+    for n in (4, 5, 21, 22, 23, 40, 500):
+        items = [f"t{i:04d}" for i in range(n)]
+        for skip in (0, n // 2, n - 1, None):
+            copied = [t for i, t in enumerate(items) if i != skip]
+            view = _AllBut(items, skip)
+            assert list(view) == copied and len(view) == len(copied)
+            for seed in range(20):
+                assert random.Random(seed).sample(view, 3) == random.Random(seed).sample(copied, 3)
+    seeds = [_seed(i, Gender="Male") for i in range(60)]
+    said = [r for r in build_mcq(seeds) if r["sub-category"] == "What was said"]
+    assert len(said) == 60 and all(r["choices"].count(r["answer"]) == 1 for r in said)
