@@ -114,12 +114,12 @@ def encode_rows(rows: Sequence[dict[str, Any]], tokenizer: Any, prompt_size: int
                 max_transcript_tokens: int) -> EncodedRows:
     """Token ids + response-only labels for every row; over-long rows are cut (counted) or skipped."""
     out = EncodedRows([], [])
-    for row in rows:
-        audios = P.row_audios(row["messages"])
-        ex = P.encode(tokenizer, row["messages"], [a.get("text") for a in audios], prompt_size,
-                      response=row["response"], max_length=max_length, max_transcript_tokens=max_transcript_tokens)
-        out.examples.append(ex)
-        out.refs.append([str(a["audio"]) for a in audios])
+    audios = [P.row_audios(row["messages"]) for row in rows]
+    out.examples = P.encode_many(tokenizer, [(row["messages"], [a.get("text") for a in au], row["response"])
+                                             for row, au in zip(rows, audios)],
+                                 prompt_size, max_length, max_transcript_tokens)
+    for au, ex in zip(audios, out.examples):
+        out.refs.append([str(a["audio"]) for a in au])
         out.lengths.append(len(ex) if ex else 0)
         out.truncated += bool(ex and ex.truncated)
         out.skipped += ex is None

@@ -74,6 +74,23 @@ def test_over_long_rows_are_truncated_or_skipped(tiny: DestaModel, corpus) -> No
     assert P.encode(tiny.tokenizer, row["messages"], [long_text], 16, response=row["response"], max_length=20) is None
 
 
+def test_batched_encoding_equals_one_tokenizer_call_per_text(tiny: DestaModel, corpus) -> None:
+    """encode_many tokenises a chunk of rows in one backend call (train tokenised ~2x faster at 10^4 rows):
+    the ids must be transformers' own per-text ids, special tokens, empty text and non-ASCII included,
+    and every row as `encode` makes it alone (cut, squeezed or skipped alike)."""
+    tok = tiny.tokenizer
+    texts = ["", "plain words.", "<|im_start|>user\nhi<|im_end|>" + tok.eos_token, "naïve café — 東京 🙂", " ", "x" * 3000]
+    assert P._ids_many(tok, texts) == [tok(t, add_special_tokens=False)["input_ids"] if t else [] for t in texts]
+    rows = corpus[1]
+    long_text = " ".join(["word"] * 300)
+    variants = [(r["messages"], [a.get("text") for a in P.row_audios(r["messages"])], r["response"]) for r in rows]
+    variants += [(rows[0]["messages"], [long_text], rows[0]["response"]), (rows[1]["messages"], [None], None)]
+    for max_length in (None, 120, 40, 20):
+        one = [P.encode(tok, m, t, 16, response=r, max_length=max_length) for m, t, r in variants]
+        assert P.encode_many(tok, variants, 16, max_length, chunk=3) == one
+        assert (None in one) == (max_length is not None and max_length <= 40)  # the prompt alone takes over 40
+
+
 def test_forward_scores_only_response_tokens(tiny: DestaModel, corpus) -> None:
     rows = corpus[1][:3]
     texts = [[r["messages"][1]["audios"][0]["text"]] for r in rows]
