@@ -129,8 +129,7 @@ def prepare(prof: Profile, profile_name: str, rows_path: Path, out: Path, *, tra
     node than 0 only writes its own job file (the same job): node 0 alone touches checkpoints and run.json."""
     _check_device(prof)
     files = D.row_files(rows_path)
-    rows = D.read_rows(files)
-    D.check_audio(rows, Path(prof.data.root))
+    D.check_audio(D.iter_rows(files), Path(prof.data.root))
     template = Path(prof.train.deepspeed_config)
     ds = dsconfig.build(template, prof.train, world_size(prof, nodes))
     rows_sha = D.rows_digest(files)

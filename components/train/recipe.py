@@ -166,7 +166,7 @@ class TrainRecipe:
         from components.train import data as D
 
         cfg, prof = self.cfg, self.prof
-        self.rows = rows = D.read_rows([Path(f) for f in self.job["row_files"]])
+        rows = D.iter_rows([Path(f) for f in self.job["row_files"]])  # streamed: only the packed tokens stay
         self.enc = enc = D.encode_rows(rows, self.model.tokenizer, prof.model.prompt_size, cfg.max_length,
                                        prof.model.max_transcript_tokens)
         self.plan = D.Plan(cfg.batch_size, self.world, cfg.grad_accum, cfg.seed)
@@ -174,7 +174,7 @@ class TrainRecipe:
         self.total = D.total_steps(self.steps_per_epoch, cfg.epochs, cfg.max_steps)
         if self.total == 0:
             raise D.TrainDataError(
-                f"{len(rows) - enc.skipped} usable rows make no full optimizer step of "
+                f"{len(enc.refs) - enc.skipped} usable rows make no full optimizer step of "
                 f"{cfg.batch_size} per rank x {self.world} ranks x {cfg.grad_accum} accumulation")
         self.samples_per_step = cfg.batch_size * cfg.grad_accum * self.world
 
@@ -190,7 +190,7 @@ class TrainRecipe:
                                  model.states_dtype)
         self.audio = D.AudioStates(model.encode, self.data_root, cache)
         if prof.model.normalize_states:  # every rank computes the same statistics from the same clips
-            picked = D.sample_refs([r for ex, r in zip(enc.examples, enc.refs) if ex], prof.model.state_stats_clips)
+            picked = D.sample_refs([r for n, r in zip(enc.lengths, enc.refs) if n], prof.model.state_stats_clips)
             clips = model.fit_state_stats(self.audio(picked[i : i + 8]) for i in range(0, len(picked), 8))
             self._log(f"connector input statistics from {clips} training clips")
 
@@ -208,7 +208,7 @@ class TrainRecipe:
             model=model, model_parameters=self.trainable, config=self.job["deepspeed"],
             lr_scheduler=lambda opt: get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, self.total),
         )
-        self._log(f"DeepSpeed ZeRO-{self.stage} engine ready ({len(self.rows)} rows, {self.total} steps)")
+        self._log(f"DeepSpeed ZeRO-{self.stage} engine ready ({len(self.enc.refs)} rows, {self.total} steps)")
         if enc.truncated or enc.skipped:
             self._log(f"rows over max_length {cfg.max_length}: {enc.truncated} truncated, {enc.skipped} skipped "
                       "(too long to keep any response)")
@@ -232,7 +232,7 @@ class TrainRecipe:
         import deepspeed.comm as dist
 
         track = self.rank == 0 and self.job.get("track")
-        with (_tracking(self.job, self.prof, self.out, self.enc, len(self.rows), self.total, self.steps_per_epoch)
+        with (_tracking(self.job, self.prof, self.out, self.enc, len(self.enc.refs), self.total, self.steps_per_epoch)
               if track else nullcontext()) as self.tracker:
             yield
             dist.barrier()
@@ -339,7 +339,7 @@ class TrainRecipe:
             raise RuntimeError("frozen backbone weights changed during training (digest mismatch)")
         wall = time.perf_counter() - self.t_start
         self.summary = summary = {
-            **_summary(history), "rows": len(self.rows), "rows_truncated": enc.truncated,
+            **_summary(history), "rows": len(self.enc.refs), "rows_truncated": enc.truncated,
             "rows_skipped_too_long": enc.skipped, "total_steps": self.total, "resumed_from_step": start,
             "zero_stage": self.stage, "world_size": self.world, "wall_seconds_this_launch": wall,
             "encoder_clips_encoded_this_launch": sum(h["encoded_clips"] for h in history if h["step"] > start),
