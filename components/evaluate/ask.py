@@ -68,13 +68,11 @@ class Asker:
     def audio_rows(self, messages: Sequence[Sequence[dict]]) -> list[Row]:
         """Rows whose `<|AUDIO|>` entries carry a clip reference and its transcript."""
         cfg = self.m.spec.model
-        rows = []
-        for msgs in messages:
-            audios = P.row_audios(msgs)
-            enc = P.encode(self.tok, msgs, [a.get("text") or "" for a in audios], cfg.prompt_size,
-                           max_transcript_tokens=cfg.max_transcript_tokens)
-            rows.append(Row(tuple(enc.input_ids), tuple(enc.audio_mask), tuple(str(a["audio"]) for a in audios)))
-        return rows
+        audios = [P.row_audios(msgs) for msgs in messages]
+        encoded = P.encode_many(self.tok, [(msgs, [a.get("text") or "" for a in au], None) for msgs, au in zip(messages, audios)],
+                                cfg.prompt_size, max_transcript_tokens=cfg.max_transcript_tokens)
+        return [Row(tuple(enc.input_ids), tuple(enc.audio_mask), tuple(str(a["audio"]) for a in au))
+                for enc, au in zip(encoded, audios)]
 
     def text_rows(self, system: str, prompts: Sequence[str]) -> list[Row]:
         """Text-only chats (the backbone without audio)."""

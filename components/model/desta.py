@@ -271,9 +271,9 @@ class DestaModel(nn.Module):
             msgs = messages[b : b + batch_size]
             wavs, texts = self._inputs(None if audios is None else audios[b : b + batch_size], msgs, data_root)
             at = np.cumsum([0] + [len(P.row_audios(m)) for m in msgs])
-            enc = [P.encode(self.tokenizer, m, texts[at[j] : at[j + 1]], self.spec.model.prompt_size,
-                            response=None if responses is None else responses[b + j],
-                            max_transcript_tokens=self.spec.model.max_transcript_tokens) for j, m in enumerate(msgs)]
+            enc = P.encode_many(self.tokenizer, [(m, texts[at[j] : at[j + 1]], None if responses is None else responses[b + j])
+                                                 for j, m in enumerate(msgs)],
+                                self.spec.model.prompt_size, max_transcript_tokens=self.spec.model.max_transcript_tokens)
             batch = P.collate(enc, self.tokenizer.pad_token_id, left=responses is None)
             keys = [audio_key(w) for w in wavs]
             distinct = list(dict.fromkeys(keys))  # the same clip asked several times is encoded once
