@@ -29,12 +29,14 @@ def module_at(repo: Path, commit: str, path: str, where: Path):
     loaded under its own name from a copy in `where`; it imports today's other modules."""
     import importlib.util
     import subprocess
+    import sys
 
     src = where / f"{Path(path).stem}_at_{commit}.py"
     src.write_text(subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{path}"],
                                   capture_output=True, text=True, check=True).stdout)
     spec = importlib.util.spec_from_file_location(src.stem, src)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
