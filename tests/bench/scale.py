@@ -248,12 +248,12 @@ def run(name: str, root: Path, before: bool = False) -> dict:
     import components.lineage.log  # noqa: F401
     import components.train.data  # noqa: F401
 
-    before = psutil.Process().memory_info().rss
+    start_rss = psutil.Process().memory_info().rss
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
     t0 = time.perf_counter()
     out = (BEFORE if before else PATHS)[name](root)
     seconds = time.perf_counter() - t0
-    return {"seconds": round(seconds, 3), "peak_mb": round(max(_peak_rss() - before, 0) / 2**20, 1), **out}
+    return {"seconds": round(seconds, 3), "peak_mb": round(max(_peak_rss() - start_rss, 0) / 2**20, 1), **out}
 
 
 if __name__ == "__main__":

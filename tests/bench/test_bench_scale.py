@@ -38,6 +38,7 @@ def exponent(sizes: list[int], values: list[float]) -> float | None:
     return round(sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts), 2)
 
 
+@pytest.mark.timeout(6 * 3600)  # ~30 min on 2 cores at the default sizes
 def test_scale_simulation(tmp_path: Path, record) -> None:
     table: dict[str, dict[str, dict]] = {name: {} for name in scale.PATHS}
     before: dict[str, dict[str, dict]] = {name: {} for name in scale.BEFORE}
