@@ -130,6 +130,9 @@ class Packed(Sequence):
         return len(self._audios)
 
     def __getitem__(self, i: int) -> P.Encoded | None:  # type: ignore[override]
+        i = i + len(self) if i < 0 else i
+        if not 0 <= i < len(self):
+            raise IndexError(i)
         if self._audios[i] < 0:
             return None
         a, b = self._starts[i], self._starts[i + 1]

@@ -359,3 +359,18 @@ def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_resumes(repo: Path, c
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == int(kept.split("-")[1])
     assert [r["step"] for r in history(out)] == list(range(1, 9))
+
+
+def test_packed_rows_give_back_every_encoded_row_and_the_skipped_ones() -> None:
+    """Training keeps its tokens packed (flat arrays, not a list per row): each row comes back equal to
+    what was appended, a skipped row as None, from either end; past the end is an IndexError."""
+    from components.model import prompt as P
+
+    rows = [P.Encoded([5, 49151, 7], [-100, -100, 7], [False, True, False], 1),
+            None, P.Encoded([], [], [], 0), P.Encoded([1] * 300, [-100] * 299 + [2], [True] * 300, 2, truncated=True)]
+    packed = D.Packed()
+    for r in rows:
+        packed.append(r)
+    assert len(packed) == 4 and list(packed) == rows and packed[-1] == rows[-1] and packed[-3] is None
+    with pytest.raises(IndexError):
+        packed[4]
