@@ -161,7 +161,10 @@ def _killed_after(args: list[str], env: dict[str, str], delay: float, finished: 
         time.sleep(delay)
         running = proc.poll() is None and not finished.exists()
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # nothing gets to clean up
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing gets to clean up
+        except ProcessLookupError:  # the whole group had exited (the poll above reaped its leader): it finished
+            pass
         proc.wait()
     return running
 
