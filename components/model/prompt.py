@@ -62,8 +62,8 @@ def _ids_many(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     nonempty = [t for t in texts if t]
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if not nonempty:
-        got = iter([])
-    elif backend is not None and backend.truncation is None and backend.padding is None:
+        return [[] for _ in texts]
+    if backend is not None and backend.truncation is None and backend.padding is None:
         got = iter([e.ids for e in backend.encode_batch(nonempty, add_special_tokens=False)])
     else:
         got = iter(tokenizer(nonempty, add_special_tokens=False)["input_ids"])
