@@ -121,11 +121,21 @@ def run(
         console.print(f"[yellow]no evaluation metrics yet ({metrics})[/]")
 
 
+def _fan_outs() -> dict:
+    """What the composed commands hand the stages (Typer context object): with DESTA_TASK_RUNNER set,
+    `desta label` runs its units as Prefect tasks on that runner (flows/label.py)."""
+    if not os.environ.get("DESTA_TASK_RUNNER"):
+        return {}  # nothing to import: every command starts as fast as before
+    from flows.label import run_label
+
+    return {"label": run_label}
+
+
 def main() -> None:
     """The `desta` entry point: a full disk, a refused write or an MLflow server lost mid-run ends in one
     line naming it, not a traceback."""
     try:
-        app()
+        app(obj=_fan_outs())
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as err:

@@ -13,7 +13,8 @@ On a cluster LabelJob pickles without its backend: each worker process loads its
 for every unit it runs.
 
 Outputs are byte-identical to `desta label` (same units, same batches, same shards). Run alone:
-`python -m flows.label --seeds data/seeds --out data/label [--params params.yaml]`.
+`python -m flows.label --seeds data/seeds --out data/label [--params params.yaml]`. With
+DESTA_TASK_RUNNER set, the composed `desta label` (and so the DVC stage) runs this flow (flows/cli.py).
 """
 
 from __future__ import annotations
@@ -72,28 +73,34 @@ def label_unit(unit: Unit, job: LabelJob) -> UnitResult:
 
 
 def as_tasks(units: list[Unit], job: LabelJob, on_progress: Progress) -> list[UnitResult]:
-    """Every unit as a `label_unit` task on the flow's task runner (the label driver's `map_units`)."""
+    """Every unit as a `label_unit` task on the flow's task runner (the label driver's `map_units`);
+    progress advances by a unit as its result comes back, in unit order."""
     get_run_logger().info("%d units (shards) of up to %d rows", len(units), job.cfg.shard_rows)
-    return [f.result() for f in label_unit.map(units, job=unmapped(job))]
+    results = []
+    for unit, future in zip(units, label_unit.map(units, job=unmapped(job))):
+        results.append(future.result())
+        on_progress(len(unit.items), results[-1].completion_tokens)
+    return results
 
 
 @flow(name="label-shards", log_prints=True)
-def label_shards(seeds: str, out: str, params: str | None = None, cache: str | None = None) -> dict[str, Any]:
+def label_shards(seeds: str, out: str, params: str | None = None, cache: str | None = None,
+                 progress: bool = False) -> dict[str, Any]:
     """Label every unit of the seed rows as its own task; returns the stats `desta label` writes."""
     prof = load_params(Path(params) if params else None).active
     rows = read_seed_rows(Path(seeds))
     if not rows:
         raise ValueError(f"no seed rows in {seeds}: run `desta seeds` first")
-    return label(rows, Path(out), prof.label, prof.models, Path(cache) if cache else None, show_progress=False,
+    return label(rows, Path(out), prof.label, prof.models, Path(cache) if cache else None, show_progress=progress,
                  map_units=as_tasks)
 
 
 def run_label(seeds: Path, out: Path, params: Path | None = None, cache: Path | None = None,
-              settings: FlowSettings | None = None) -> dict[str, Any]:
+              progress: bool = False, settings: FlowSettings | None = None) -> dict[str, Any]:
     """`label_shards` on the task runner of `settings` (default: from the environment)."""
     runner = make_task_runner(settings)
     return label_shards.with_options(task_runner=runner)(
-        str(seeds), str(out), str(params) if params else None, str(cache) if cache else None
+        str(seeds), str(out), str(params) if params else None, str(cache) if cache else None, progress
     )
 
 

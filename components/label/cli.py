@@ -1,6 +1,9 @@
 """`desta label`: the backbone LLM writes its own targets (components/label/run.py).
 
-Also runnable alone: `python -m components.label.cli --seeds PATH --out DIR`.
+Also runnable alone: `python -m components.label.cli --seeds PATH --out DIR`. Where the units run is the
+caller's: the composed `desta` (flows/cli.py) hands over a labeller in the Typer context object
+(`{"label": fn(seeds, out, params, cache, progress) -> stats}`) when a task runner is configured; without
+one they run here, one after another. Either way the same driver, the same shards.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from components.stage import data_dir, log_stage
 
 
 def label_command(
+    ctx: typer.Context,
     seeds: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--seeds", help="Seeds output dir (shards/seeds-*.jsonl) or a JSONL file (default: <data.root>/seeds)."
     ),
@@ -45,7 +49,9 @@ def label_command(
         warnings.simplefilter("always", GeneratorMismatchWarning)
         warnings.simplefilter("always", GeneratorDigestWarning)
         try:
-            stats = label(rows, out, prof.label, prof.models, cache_dir=cache, show_progress=progress)
+            fan_out = (ctx.obj or {}).get("label")
+            stats = (fan_out(seeds, out, params, cache, progress) if fan_out else
+                     label(rows, out, prof.label, prof.models, cache_dir=cache, show_progress=progress))
         except (ValueError, FileNotFoundError, RuntimeError) as err:
             fail(str(err))
     for w in caught:

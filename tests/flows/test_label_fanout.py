@@ -202,3 +202,41 @@ def test_units_on_a_local_ray_head_match_threads_and_survive_killed_workers(
     assert_same_shards(tmp_path / "ray", threads12["out"], 2)
     assert not list((tmp_path / "ray" / "shards").glob("*.tmp*"))
 
+
+
+def test_desta_label_fans_out_on_the_configured_runner(tmp_path: Path, threads12: dict[str, Path]) -> None:
+    """`desta label`, the command the DVC stage runs, in its own process: with DESTA_TASK_RUNNER=dask its units
+    run as Prefect tasks on a LocalCluster started for it (the stats name worker processes, not the CLI's),
+    the progress line counts every row, and the shards are byte-identical to the thread pool's; unset, it
+    labels in its own process as before; a runner name it does not know is one error line."""
+    import json
+    import subprocess
+
+    from prefect.settings import PREFECT_API_URL
+
+    params, seeds = threads12["params"], threads12["seeds"]
+    base = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "DESTA_TASK_WORKERS": "2"}
+    base.pop("DESTA_TASK_RUNNER", None)
+    desta = str(Path(sys.executable).with_name("desta"))
+
+    def label(out: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([desta, "label", "--seeds", str(seeds), "--out", str(tmp_path / out), "--params",
+                               str(params), "--no-track"], env={**base, **env}, capture_output=True, text=True,
+                              timeout=900)
+
+    fan = label("dask", DESTA_TASK_RUNNER="dask")
+    assert fan.returncode == 0, fan.stderr[-3000:]
+    stats = json.loads((tmp_path / "dask" / "stats.json").read_text())
+    assert stats["units"] == 2 and 1 <= len(stats["processes"]) <= 2 and stats["backend_loads"] == len(stats["processes"])
+    assert_same_shards(tmp_path / "dask", threads12["out"], 2)
+    assert "label 12/12 (100%)" in fan.stdout + fan.stderr
+
+    alone = label("alone")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    solo = json.loads((tmp_path / "alone" / "stats.json").read_text())
+    assert len(solo["processes"]) == 1 and not set(solo["processes"]) & set(stats["processes"])
+    assert_same_shards(tmp_path / "alone", threads12["out"], 2)
+
+    bad = label("bad", DESTA_TASK_RUNNER="spark")
+    assert bad.returncode != 0 and "DESTA_TASK_RUNNER must be one of" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr
