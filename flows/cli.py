@@ -123,12 +123,14 @@ def run(
 
 def _fan_outs() -> dict:
     """What the composed commands hand the stages (Typer context object): with DESTA_TASK_RUNNER set,
-    `desta label` runs its units as Prefect tasks on that runner (flows/label.py)."""
+    `desta label` runs its units and `desta seeds` its Whisper chunks as Prefect tasks on that runner
+    (flows/label.py, flows/seeds.py)."""
     if not os.environ.get("DESTA_TASK_RUNNER"):
         return {}  # nothing to import: every command starts as fast as before
     from flows.label import run_label
+    from flows.seeds import run_seeds
 
-    return {"label": run_label}
+    return {"label": run_label, "seeds": run_seeds}
 
 
 def main() -> None:

@@ -1,4 +1,9 @@
-"""`desta seeds`: a seed description per accepted clip (components/seeds/run.py)."""
+"""`desta seeds`: a seed description per accepted clip (components/seeds/run.py).
+
+Where Whisper's chunks run is the caller's: the composed `desta` (flows/cli.py) hands over a runner in
+the Typer context object (`{"seeds": fn(ingested, out, params, progress) -> report}`) when a task runner
+is configured; without one they run here. Either way the same driver, the same shards.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from components.stage import data_dir, log_stage
 
 
 def seeds_command(
+    ctx: typer.Context,
     ingested: Optional[Path] = typer.Option(None, "--in", help="Ingest output dir (default: <data.root>/ingest)."),  # noqa: UP045
     out: Optional[Path] = typer.Option(None, help="Output dir (default: <data.root>/seeds)."),  # noqa: UP045
     params: Optional[Path] = ParamsOpt,  # noqa: UP045
@@ -25,9 +31,11 @@ def seeds_command(
     ingested, out = data_dir(prof, ingested, "ingest"), data_dir(prof, out, "seeds")
     t0 = time.perf_counter()
     try:
-        report = build_seeds(ingested, Path(prof.data.root), out, prof.models.whisper, prof.seeds,
-                             prof.evaluate.heldout_fraction)
-    except (ValueError, FileNotFoundError) as err:
+        fan_out = (ctx.obj or {}).get("seeds")
+        report = (fan_out(ingested, out, params, True) if fan_out else
+                  build_seeds(ingested, Path(prof.data.root), out, prof.models.whisper, prof.seeds,
+                              prof.evaluate.heldout_fraction))
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err))
     seconds = time.perf_counter() - t0
     wers, agreement = report["whisper_wer_on_known_transcripts"], report["measured_vs_espeak_settings"]

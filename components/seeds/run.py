@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -19,7 +21,7 @@ from components.progress import progress_bar
 from components.records import MANIFEST, SEED_SHARD_DIR, read_jsonl
 from components.seeds.describe import sound_description, speech_description
 from components.seeds.split import assign_splits
-from components.model.transcribe import make_transcriber
+from components.model.transcribe import Engine, make_transcriber
 from components.text import wer
 from components.vocab import LEVELS, SPEEDS
 
@@ -31,6 +33,60 @@ class Clip:
     row: dict[str, Any]
     ref: str
     wav: torch.Tensor
+
+
+CHUNK_BATCHES = 8  # Whisper batches per chunk (= one task when fanned out)
+
+
+class ChunkResult(NamedTuple):
+    engine: str  # "<engine>/<precision that ran>"
+    texts: list[str]
+
+
+@dataclass(frozen=True)
+class WhisperJob:
+    """What transcribing a chunk needs, picklable (absolute paths): a worker process of a cluster loads
+    its engine once, on its first chunk, and keeps it."""
+
+    engine: str
+    whisper_dir: str
+    batch_size: int
+    data_root: str
+
+    def transcriber(self) -> Engine:
+        with _LOCK:
+            if self not in _ENGINES:
+                _ENGINES[self] = make_transcriber(self.engine, self.whisper_dir, self.batch_size)
+            return _ENGINES[self]
+
+
+_ENGINES: dict[WhisperJob, Engine] = {}
+_LOCK = threading.Lock()
+MapChunks = Callable[[list[list[str]], WhisperJob, Callable[[int], None]], list[ChunkResult]]
+
+
+def transcribe_chunk(refs: list[str], job: WhisperJob, on_batch: Callable[[int], None] | None = None) -> ChunkResult:
+    """Whisper's greedy text of each clip reference (read from the job's data root)."""
+    wavs = [read_audio_ref(Path(job.data_root), r)[0] for r in refs]
+    transcriber = job.transcriber()
+    return ChunkResult(transcriber.engine, transcriber(wavs, on_batch=on_batch))
+
+
+def run_in_process(chunks: list[list[str]], job: WhisperJob, advance: Callable[[int], None]) -> list[ChunkResult]:
+    return [transcribe_chunk(c, job, advance) for c in chunks]
+
+
+def whisper_chunks(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Positions by clip length cut into chunks of whole batches: each chunk's batches are exactly the
+    batches one pass over all clips would make, so the text is the same however the chunks run."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    size = batch_size * CHUNK_BATCHES
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def _local(model: str | Path) -> str:
+    """A local model dir as an absolute path (workers may start elsewhere); a hub id as it is."""
+    return str(Path(model).absolute()) if Path(model).exists() else str(model)  # links kept: `<dir>-ct2` is a sibling link
 
 
 def _attributes(meta: dict[str, Any], m: A.Measured, transcript: str, cfg: SeedsConfig) -> dict[str, dict]:
@@ -67,8 +123,11 @@ def build_seeds(
     cfg: SeedsConfig,
     test_fraction: float = 0.2,
     show_progress: bool = True,
+    map_chunks: MapChunks | None = None,
 ) -> dict[str, Any]:
-    """Write seed rows for every clip in manifest_dir/manifest.jsonl; returns the report."""
+    """Write seed rows for every clip in manifest_dir/manifest.jsonl; returns the report. Whisper's
+    chunks run through `map_chunks` (default: here, one after another; flows/seeds.py: as tasks)."""
+    map_chunks = map_chunks or run_in_process
     rows = read_jsonl(manifest_dir / MANIFEST)
     if not rows:
         raise ValueError(f"no clips in {manifest_dir / MANIFEST}: run `desta ingest` first")
@@ -92,10 +151,12 @@ def build_seeds(
     for idx in given.values():
         need += sorted(idx, key=lambda i: clips[i].row["id"])[: cfg.report_clips_per_dataset]
     need.sort()
-    transcriber = make_transcriber(cfg.engine, whisper_dir, cfg.whisper_batch_size)
+    job = WhisperJob(cfg.engine, _local(whisper_dir), cfg.whisper_batch_size, str(Path(data_root).absolute()))
+    chunks = whisper_chunks([len(clips[i].wav) for i in need], cfg.whisper_batch_size)
     with progress_bar("seeds: whisper", total=len(need), enabled=show_progress, unit="clips") as advance:
-        heard = transcriber([clips[i].wav.numpy() for i in need], on_batch=advance)
-    whisper = dict(zip(need, heard))
+        done = map_chunks([[clips[need[k]].ref for k in chunk] for chunk in chunks], job, advance)
+    whisper = {need[k]: text for chunk, result in zip(chunks, done) for k, text in zip(chunk, result.texts)}
+    engine = done[0].engine if done else job.transcriber().engine
 
     out_rows: list[dict[str, Any]] = []
     for i, (clip, m) in enumerate(zip(clips, measured)):
@@ -128,7 +189,7 @@ def build_seeds(
     for row, split in zip(out_rows, assign_splits(out_rows, test_fraction, cfg.split_seed)):
         row["split"] = split
     _write_shards(out_dir, out_rows, cfg.shard_rows)
-    report = seeds_report(out_rows, cfg) | {"whisper_engine": transcriber.engine}  # e.g. ct2/int8_float32
+    report = seeds_report(out_rows, cfg) | {"whisper_engine": engine}  # e.g. ct2/float32
     atomic_write_text(out_dir / REPORT, json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
 
