@@ -53,10 +53,14 @@ class WhisperJob:
     batch_size: int
     data_root: str
 
-    def transcriber(self) -> Engine:
+    def load(self) -> Engine:
+        return make_transcriber(self.engine, self.whisper_dir, self.batch_size)
+
+    def worker_engine(self) -> Engine:
+        """This process's engine for the job, loaded on first use (a cluster worker's, kept between chunks)."""
         with _LOCK:
             if self not in _ENGINES:
-                _ENGINES[self] = make_transcriber(self.engine, self.whisper_dir, self.batch_size)
+                _ENGINES[self] = self.load()
             return _ENGINES[self]
 
 
@@ -65,15 +69,19 @@ _LOCK = threading.Lock()
 MapChunks = Callable[[list[list[str]], WhisperJob, Callable[[int], None]], list[ChunkResult]]
 
 
-def transcribe_chunk(refs: list[str], job: WhisperJob, on_batch: Callable[[int], None] | None = None) -> ChunkResult:
-    """Whisper's greedy text of each clip reference (read from the job's data root)."""
+def transcribe_chunk(refs: list[str], job: WhisperJob, on_batch: Callable[[int], None] | None = None,
+                     engine: Engine | None = None) -> ChunkResult:
+    """Whisper's greedy text of each clip reference (read from the job's data root), by `engine` or this
+    process's engine for the job."""
     wavs = [read_audio_ref(Path(job.data_root), r)[0] for r in refs]
-    transcriber = job.transcriber()
-    return ChunkResult(transcriber.engine, transcriber(wavs, on_batch=on_batch))
+    engine = engine or job.worker_engine()
+    return ChunkResult(engine.engine, engine(wavs, on_batch=on_batch))
 
 
 def run_in_process(chunks: list[list[str]], job: WhisperJob, advance: Callable[[int], None]) -> list[ChunkResult]:
-    return [transcribe_chunk(c, job, advance) for c in chunks]
+    """One engine for this call (freed after it: a long-lived process keeps no model), chunk after chunk."""
+    engine = job.load() if chunks else None
+    return [transcribe_chunk(c, job, advance, engine) for c in chunks]
 
 
 def whisper_chunks(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -156,7 +164,7 @@ def build_seeds(
     with progress_bar("seeds: whisper", total=len(need), enabled=show_progress, unit="clips") as advance:
         done = map_chunks([[clips[need[k]].ref for k in chunk] for chunk in chunks], job, advance)
     whisper = {need[k]: text for chunk, result in zip(chunks, done) for k, text in zip(chunk, result.texts)}
-    engine = done[0].engine if done else job.transcriber().engine
+    engine = done[0].engine if done else job.load().engine
 
     out_rows: list[dict[str, Any]] = []
     for i, (clip, m) in enumerate(zip(clips, measured)):
