@@ -7,9 +7,11 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from components import measure as A
@@ -70,18 +72,20 @@ MapChunks = Callable[[list[list[str]], WhisperJob, Callable[[int], None]], list[
 
 
 def transcribe_chunk(refs: list[str], job: WhisperJob, on_batch: Callable[[int], None] | None = None,
-                     engine: Engine | None = None) -> ChunkResult:
-    """Whisper's greedy text of each clip reference (read from the job's data root), by `engine` or this
-    process's engine for the job."""
-    wavs = [read_audio_ref(Path(job.data_root), r)[0] for r in refs]
+                     engine: Engine | None = None, wavs: dict[str, np.ndarray] | None = None) -> ChunkResult:
+    """Whisper's greedy text of each clip reference (from `wavs` when given, else read from the job's data
+    root), by `engine` or this process's engine for the job."""
+    clips = [wavs[r] if wavs is not None else read_audio_ref(Path(job.data_root), r)[0] for r in refs]
     engine = engine or job.worker_engine()
-    return ChunkResult(engine.engine, engine(wavs, on_batch=on_batch))
+    return ChunkResult(engine.engine, engine(clips, on_batch=on_batch))
 
 
-def run_in_process(chunks: list[list[str]], job: WhisperJob, advance: Callable[[int], None]) -> list[ChunkResult]:
-    """One engine for this call (freed after it: a long-lived process keeps no model), chunk after chunk."""
+def run_in_process(chunks: list[list[str]], job: WhisperJob, advance: Callable[[int], None],
+                   wavs: dict[str, np.ndarray] | None = None) -> list[ChunkResult]:
+    """One engine for this call (freed after it: a long-lived process keeps no model), chunk after chunk,
+    on the clips already in memory when given."""
     engine = job.load() if chunks else None
-    return [transcribe_chunk(c, job, advance, engine) for c in chunks]
+    return [transcribe_chunk(c, job, advance, engine, wavs) for c in chunks]
 
 
 def whisper_chunks(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -135,7 +139,6 @@ def build_seeds(
 ) -> dict[str, Any]:
     """Write seed rows for every clip in manifest_dir/manifest.jsonl; returns the report. Whisper's
     chunks run through `map_chunks` (default: here, one after another; flows/seeds.py: as tasks)."""
-    map_chunks = map_chunks or run_in_process
     rows = read_jsonl(manifest_dir / MANIFEST)
     if not rows:
         raise ValueError(f"no clips in {manifest_dir / MANIFEST}: run `desta ingest` first")
@@ -159,6 +162,8 @@ def build_seeds(
     for idx in given.values():
         need += sorted(idx, key=lambda i: clips[i].row["id"])[: cfg.report_clips_per_dataset]
     need.sort()
+    # In one process the clips measured above are heard from memory; tasks read theirs from the data root.
+    map_chunks = map_chunks or partial(run_in_process, wavs={clips[i].ref: clips[i].wav.numpy() for i in need})
     job = WhisperJob(cfg.engine, _local(whisper_dir), cfg.whisper_batch_size, str(Path(data_root).absolute()))
     chunks = whisper_chunks([len(clips[i].wav) for i in need], cfg.whisper_batch_size)
     with progress_bar("seeds: whisper", total=len(need), enabled=show_progress, unit="clips") as advance:
