@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 # Errors that mean "this disk will not take the write": reported as one line naming the file, not a traceback.
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
@@ -61,13 +62,15 @@ def named(err: OSError, path: Path | str) -> OSError:
     return err if err.filename else type(err)(err.errno, err.strerror, str(path))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file and rename."""
+@contextmanager
+def atomic_open(path: Path) -> Iterator[TextIO]:
+    """A text file written line by line that replaces `path` in one rename when the block ends without an
+    error (after an fsync); on an error the temp file goes and `path` is as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600
@@ -78,6 +81,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temp file and rename."""
+    with atomic_open(path) as f:
+        f.write(text)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

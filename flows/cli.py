@@ -123,14 +123,15 @@ def run(
 
 def _fan_outs() -> dict:
     """What the composed commands hand the stages (Typer context object): with DESTA_TASK_RUNNER set,
-    `desta label` runs its units and `desta seeds` its Whisper chunks as Prefect tasks on that runner
-    (flows/label.py, flows/seeds.py)."""
+    `desta ingest` decodes its clips, `desta seeds` runs its Whisper chunks and `desta label` its units as
+    Prefect tasks on that runner (flows/ingest.py, flows/seeds.py, flows/label.py)."""
     if not os.environ.get("DESTA_TASK_RUNNER"):
         return {}  # nothing to import: every command starts as fast as before
+    from flows.ingest import run_ingest
     from flows.label import run_label
     from flows.seeds import run_seeds
 
-    return {"label": run_label, "seeds": run_seeds}
+    return {"ingest": run_ingest, "label": run_label, "seeds": run_seeds}
 
 
 def main() -> None:

@@ -1,4 +1,9 @@
-"""`desta ingest`: decode, check and shard the configured sources (components/ingest/run.py)."""
+"""`desta ingest`: decode, check and shard the configured sources (components/ingest/run.py).
+
+Where the clips are decoded is the caller's: the composed `desta` (flows/cli.py) hands over a decoder in
+the Typer context object (`{"ingest": fn(sources, out, data_root, params, progress) -> IngestReport}`) when
+a task runner is configured; without one, a local process pool. Either way the same driver, the same bytes.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from components.stage import data_dir, log_stage
 
 
 def ingest_command(
+    ctx: typer.Context,
     source: Optional[list[str]] = typer.Option(  # noqa: UP045
         None, "--source", help="'embedded', a directory, a lhotse recordings manifest or an AQA .jsonl; repeatable."
     ),
@@ -24,27 +30,20 @@ def ingest_command(
 ) -> None:
     """Decode, check and convert audio to 16 kHz mono tar shards; rejects go to quarantine.jsonl."""
     from components.atomic import atomic_write_text
-    from components.ingest.decode import Limits
-    from components.ingest.embedded import EspeakSettings, corpus_card
-    from components.ingest.run import QUARANTINE, STATS
-    from components.ingest.run import ingest as run_ingest
-    from components.ingest.sources import resolve_sources
+    from components.ingest.embedded import corpus_card
+    from components.ingest.run import QUARANTINE, STATS, ingest_stage
 
     prof = load_profile(params, track=track)
     cfg = prof.ingest
     sources = source or cfg.sources
     out = data_dir(prof, out, "ingest")
-    data_root = data_root or (Path(cfg.data_root) if cfg.data_root else None)
     t0 = time.perf_counter()
     try:
-        cands = resolve_sources(sources, data_root, EspeakSettings(**cfg.embedded.model_dump()))
-    except (ValueError, OSError) as err:
-        fail(str(err))
-    limits = Limits(cfg.min_duration, cfg.max_duration, cfg.silence_dbfs, prof.data.sample_rate)
-    try:
-        report = run_ingest(cands, out, limits, cfg.shard_max_mb * 2**20, workers or cfg.workers)
-    except ValueError as err:  # a damaged earlier output of this stage
-        fail(str(err))
+        fan_out = (ctx.obj or {}).get("ingest")  # the composed `desta` (flows/cli.py), with a task runner set
+        report = (fan_out(sources, out, data_root, params, True) if fan_out else
+                  ingest_stage(cfg, prof.data.sample_rate, out, sources, data_root, workers))
+    except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as err:
+        fail(str(err))  # an unknown source, a damaged earlier output, inputs changed mid-run
     seconds = time.perf_counter() - t0
     atomic_write_text(out / "corpus_card.md", corpus_card(sources))
     stats = report.as_dict()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +44,22 @@ def load_metadata(folder: Path) -> tuple[dict[Path, dict[str, Any]], list[Candid
 
 def prepare_directory(folder: Path, dataset: str | None = None) -> list[Candidate]:
     """One candidate per file under `folder` (sorted, hidden files and metadata files skipped)."""
+    return list(iter_directory(folder, dataset))
+
+
+def iter_directory(folder: Path, dataset: str | None = None) -> Iterator[Candidate]:
+    """`prepare_directory` one candidate at a time (the sorted file list and the metadata are held)."""
     if not folder.is_dir():
         raise NotADirectoryError(f"source is not a directory: {folder}")
     meta, rejected = load_metadata(folder)
     name = dataset or folder.resolve().name
-    out: list[Candidate] = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink()):
         if path.name in METADATA_FILES or is_hidden(path.relative_to(folder)):
             continue
         resolved = within_root(str(path.relative_to(folder)), folder)
         if resolved is None:  # a symlink pointing out of the source directory
-            out.append(Candidate(str(path), name, reject=OUTSIDE_ROOT, detail="symlink leaves the source"))
+            yield Candidate(str(path), name, reject=OUTSIDE_ROOT, detail="symlink leaves the source")
             continue
         row = dict(meta.get(resolved, {}))
-        out.append(Candidate(str(path), str(row.pop("dataset", name)), path=resolved, metadata=row))
-    return out + rejected
+        yield Candidate(str(path), str(row.pop("dataset", name)), path=resolved, metadata=row)
+    yield from rejected

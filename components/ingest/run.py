@@ -1,31 +1,48 @@
-"""Ingest candidates into shards + manifest.jsonl + quarantine.jsonl, incrementally.
+"""Ingest candidates into shards + manifest.jsonl + quarantine.jsonl, incrementally and streaming.
 
 Every input lands in exactly one of manifest.jsonl / quarantine.jsonl. Inputs already ingested
 with the same bytes are kept as they were (a re-run is a no-op, byte for byte); only new or
 changed inputs are decoded. Shards are closed (renamed) before the manifest naming them is.
+
+Two passes over the candidates, block by block, so no run holds every input, row or clip: the first
+hashes each input and decides reuse (kept ids are known before any clip is written: a new clip that
+duplicates a reused one is quarantined wherever it comes); the second decodes a block's new inputs
+(`decode`: a local process pool, or tasks on a cluster, flows/ingest.py) and streams their rows out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from components.atomic import atomic_write_text, clear_temps
+from components.atomic import atomic_open, atomic_write_text, clear_temps
 from components.ingest import candidates as c
 from components.ingest.candidates import Candidate
 from components.ingest.decode import Decoded, Limits, Rejected, decode_clip
+from components.ingest.sources import Sources
 from components.ingest.shards import SHARD_DIR, ShardWriter, next_shard_index
 from components.progress import progress_bar
-from components.records import MANIFEST, DamagedFile, read_jsonl
+from components.ingest.earlier import QUARANTINE, Earlier
+from components.records import MANIFEST
 
-QUARANTINE = "quarantine.jsonl"
+if TYPE_CHECKING:
+    from components.config import IngestConfig
+
 STATS = "stats.json"
+BLOCK = 2048  # inputs per step: bounds the FLAC bytes held at once (~200 MB of 5 s clips)
+SKIP, REUSE, REJECT, DECODE = range(4)  # what the first pass decides per input, in input order
+
+# Decode these files in order (results in the same order); the in-process default is a fork pool.
+Decode = Callable[[list[Path], Limits], Iterable[Decoded | Rejected]]
 
 
 @dataclass
@@ -51,14 +68,16 @@ class IngestReport:
         }
 
 
-def _dumps(rows: Iterable[dict[str, Any]]) -> str:
-    return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
+def _blocks(cands: Iterable[Candidate]) -> Iterator[list[Candidate]]:
+    it = iter(cands)
+    while block := list(islice(it, BLOCK)):
+        yield block
 
 
-def _hash_all(cands: list[Candidate], workers: int) -> list[str | None]:
-    def one(cand: Candidate) -> str | None:
+def _hash_all(cands: list[Candidate], workers: int) -> list[bytes | None]:
+    def one(cand: Candidate) -> bytes | None:
         try:
-            return c.file_sha256(cand.path) if cand.path is not None and cand.path.is_file() else None
+            return bytes.fromhex(c.file_sha256(cand.path)) if cand.path is not None and cand.path.is_file() else None
         except OSError:
             return None
 
@@ -76,108 +95,171 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core; no oversubscription
 
 
+@contextmanager
+def local_decoder(workers: int) -> Iterator[Decode]:
+    """`Decode` on a pool of `workers` forked processes, started at the first clip and kept for the run."""
+    pool = None
+
+    def decode(paths: list[Path], limits: Limits) -> Iterable[Decoded | Rejected]:
+        nonlocal pool
+        if pool is None:
+            pool = mp.get_context("fork").Pool(workers, initializer=_init_worker)
+        return pool.imap(_decode_job, [(p, limits) for p in paths], chunksize=4)
+
+    try:
+        yield decode
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+@dataclass
+class _Plan:
+    actions: bytearray = field(default_factory=bytearray)  # one per input, in order
+    digests: list[bytes | None] = field(default_factory=list)  # one per input to write anew, in order
+    kept_ids: dict[str, str] = field(default_factory=dict)  # clip id -> the source it came from
+    keys: Any = field(default_factory=hashlib.sha256)  # the inputs' order: both passes must see the same
+
+
+def _plan(cands: Iterable[Candidate], earlier: Earlier, workers: int) -> _Plan:
+    """The first pass: hash every input, decide per input what the second pass does."""
+    plan, seen = _Plan(), set()
+    for block in _blocks(cands):
+        firsts = []
+        for cand in block:  # the same path given twice (two --source) is one input
+            plan.keys.update(cand.key.encode() + b"\0")
+            firsts.append(cand.key not in seen)
+            seen.add(cand.key)
+        digests = iter(_hash_all([cand for cand, first in zip(block, firsts) if first], workers))
+        for cand, first in zip(block, firsts):
+            if not first:
+                plan.actions.append(SKIP)
+                continue
+            digest = next(digests)
+            old = earlier.match(cand, digest)
+            if old is None:
+                plan.actions.append(REJECT if cand.reject is not None else DECODE)
+                plan.digests.append(digest)
+                continue
+            plan.actions.append(REUSE)
+            if old[0] == 0:
+                plan.kept_ids[old[1]] = cand.key
+    return plan
+
+
 def ingest(
-    cands: list[Candidate],
+    cands: Iterable[Candidate],
     out_dir: Path,
     limits: Limits,
     shard_max_bytes: int,
     workers: int = 2,
     show_progress: bool = True,
+    decode: Decode | None = None,
 ) -> IngestReport:
-    """Decode, check and shard `cands` into `out_dir`; returns the counts."""
+    """Decode, check and shard `cands` (a list, or anything iterable twice alike: components.ingest.sources
+    .Sources) into `out_dir`; returns the counts. `decode` runs the clips elsewhere (default: `workers`
+    local processes); the outputs do not depend on where."""
+    if iter(cands) is cands:
+        raise TypeError("ingest walks its candidates twice: pass a list or a Sources, not an iterator")
     out_dir.mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
-    unique: list[Candidate] = []
-    for cand in cands:  # the same path given twice (two --source) is one input
-        if cand.key not in seen:
-            seen.add(cand.key)
-            unique.append(cand)
+    earlier = Earlier(out_dir)
     try:
-        previous = {r["source"]: r for r in read_jsonl(out_dir / MANIFEST) + read_jsonl(out_dir / QUARANTINE)}
-    except DamagedFile as err:  # our own earlier output, damaged from outside: a re-run alone cannot mend it
-        raise DamagedFile(err.where, f"ingest's earlier output is damaged: remove {out_dir} (or `dvc checkout` it) "
-                                     "and run ingest again") from None
-    digests = _hash_all(unique, workers)
-
-    # Decide per input: reuse the previous row, or decode (in parallel, in input order).
-    plan: list[tuple[Candidate, str | None, dict | None]] = []
-    for cand, digest in zip(unique, digests):
-        old = previous.get(cand.key)
-        reusable = old is not None and old.get("source_sha256") == digest and (
-            cand.reject is None or old.get("reason") == cand.reject
-        )
-        plan.append((cand, digest, old if reusable else None))
-    to_decode = [(cand.path, limits) for cand, _, old in plan if old is None and cand.reject is None]
-
-    report = IngestReport()
-    results: dict[int, Decoded | Rejected] = {}
-    if to_decode:
-        ctx = mp.get_context("fork")
-        with ctx.Pool(workers, initializer=_init_worker) as pool, progress_bar(
-            "ingest", total=len(to_decode), enabled=show_progress
-        ) as advance:
-            for i, res in enumerate(pool.imap(_decode_job, to_decode, chunksize=4)):
-                results[i] = res
-                advance(1)
-    report.decoded = len(to_decode)
-
-    writer = ShardWriter(out_dir, shard_max_bytes, next_shard_index(out_dir))
-    try:
-        manifest, quarantine = _write(plan, results, writer, limits, report)
-        report.accepted = len(manifest)
-        report.quarantined = Counter(r["reason"] for r in quarantine)
-        report.audio_seconds = sum(r["duration"] for r in manifest)
-        assert report.total == len(unique), "every input must land in exactly one output file"
-        atomic_write_text(out_dir / QUARANTINE, _dumps(quarantine))
-        atomic_write_text(out_dir / MANIFEST, _dumps(manifest))
-    except BaseException:
-        writer.abort()  # the manifest on disk is the previous one: it names none of this run's shards
-        raise
+        plan = _plan(cands, earlier, workers)
+        with local_decoder(workers) if decode is None else nullcontext(decode) as run_decode:
+            report = _write(cands, plan, earlier, out_dir, limits, shard_max_bytes, run_decode, show_progress)
+    finally:
+        earlier.close()
     atomic_write_text(out_dir / STATS, json.dumps(report.as_dict(), indent=2, sort_keys=True) + "\n")
-    _drop_unreferenced_shards(out_dir, {r["shard"] for r in manifest})
     clear_temps(out_dir)  # a killed run's half-written manifest/stats
     return report
 
 
-def _write(plan: list[tuple[Candidate, str | None, dict | None]], results: dict[int, Decoded | Rejected],
-           writer: ShardWriter, limits: Limits, report: IngestReport) -> tuple[list[dict], list[dict]]:
-    """Shard the accepted clips in input order; returns the manifest and quarantine rows."""
-    kept_ids = {old["id"]: old["source"] for _, _, old in plan if old is not None and "id" in old}
-    manifest: list[dict[str, Any]] = []
-    quarantine: list[dict[str, Any]] = []
-    k = 0
-    for cand, digest, old in plan:
-        if old is not None:
-            (manifest if "id" in old else quarantine).append(old)
-            report.reused += 1
-            continue
-        if cand.reject is not None:
-            quarantine.append(_q(cand, cand.reject, cand.detail or "", digest))
-            continue
-        res = results[k]
-        k += 1
-        if isinstance(res, Rejected):
-            quarantine.append(_q(cand, res.reason, res.detail, digest))
-        elif res.id in kept_ids:
-            row = _q(cand, c.DUPLICATE, f"same audio as {kept_ids[res.id]}", digest)
-            quarantine.append({**row, "kept_id": res.id})
-        else:
-            shard = writer.add(res.id, res.flac)
-            kept_ids[res.id] = cand.source
-            manifest.append({
-                "id": res.id,
-                "source": cand.source,
-                "source_sha256": digest,
-                "dataset": cand.dataset,
-                "duration": res.duration,
-                "sample_rate": limits.sample_rate,
-                "shard": f"{SHARD_DIR}/{shard}",
-                "original_sample_rate": res.original_sample_rate,
-                "original_channels": res.original_channels,
-                "metadata": cand.metadata,
-            })
-    writer.close()
-    return manifest, quarantine
+def _write(cands: Iterable[Candidate], plan: _Plan, earlier: Earlier, out_dir: Path, limits: Limits,
+           shard_max_bytes: int, decode: Decode, show_progress: bool) -> IngestReport:
+    """The second pass: rows in input order (earlier lines verbatim), new clips decoded a block at a time and
+    sharded; the quarantine, then the manifest, replace the old ones only after every shard is closed."""
+    report, shards = IngestReport(), set()
+    actions, digests, keys = iter(plan.actions), iter(plan.digests), hashlib.sha256()
+    writer = ShardWriter(out_dir, shard_max_bytes, next_shard_index(out_dir))
+    try:
+        with atomic_open(out_dir / MANIFEST) as mf, atomic_open(out_dir / QUARANTINE) as qf, progress_bar(
+            "ingest", total=plan.actions.count(DECODE), enabled=show_progress
+        ) as advance:
+            for block in _blocks(cands):
+                acts = [next(actions, SKIP) for _ in block]
+                for cand in block:
+                    keys.update(cand.key.encode() + b"\0")
+                results = iter(decode([cand.path for cand, a in zip(block, acts) if a == DECODE], limits))
+                for cand, act in zip(block, acts):
+                    if act == SKIP:
+                        continue
+                    if act == REUSE:
+                        k, line = earlier.line(cand.key)
+                        row = json.loads(line)
+                        report.reused += 1
+                    else:
+                        digest = next(digests)
+                        hexd = digest.hex() if digest is not None else None
+                        if act == REJECT:
+                            row, k = _q(cand, cand.reject, cand.detail or "", hexd), 1
+                        else:
+                            row, k = _new_row(cand, next(results), hexd, writer, plan.kept_ids, limits)
+                            advance(1)
+                        line = json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n"
+                    (qf if k else mf).write(line)
+                    if k:
+                        report.quarantined[row["reason"]] += 1
+                    else:
+                        report.accepted += 1
+                        report.audio_seconds += row["duration"]
+                        shards.add(row["shard"])
+            if keys.digest() != plan.keys.digest():
+                raise RuntimeError("the inputs changed while ingest ran (a file added or removed): run ingest again")
+            writer.close()
+    except BaseException:
+        writer.abort()  # the manifest on disk is the previous one: it names none of this run's shards
+        raise
+    report.decoded = plan.actions.count(DECODE)
+    assert report.total == len(plan.actions) - plan.actions.count(SKIP), "every input lands in one output file"
+    _drop_unreferenced_shards(out_dir, shards)
+    return report
+
+
+def ingest_stage(cfg: IngestConfig, sample_rate: int, out: Path, sources: list[str] | None = None,
+                 data_root: Path | None = None, workers: int | None = None, decode: Decode | None = None,
+                 show_progress: bool = True) -> IngestReport:
+    """The stage as configured (`desta ingest`, and its flow on a cluster): `sources` (default: the
+    configured ones) under `data_root` (default: ingest.data_root) through `ingest`."""
+    from components.ingest.embedded import EspeakSettings
+
+    root = data_root or (Path(cfg.data_root) if cfg.data_root else None)
+    cands = Sources(sources or cfg.sources, root, EspeakSettings(**cfg.embedded.model_dump()))
+    limits = Limits(cfg.min_duration, cfg.max_duration, cfg.silence_dbfs, sample_rate)
+    return ingest(cands, out, limits, cfg.shard_max_mb * 2**20, workers or cfg.workers, show_progress, decode)
+
+
+def _new_row(cand: Candidate, res: Decoded | Rejected, digest: str | None, writer: ShardWriter,
+             kept_ids: dict[str, str], limits: Limits) -> tuple[dict[str, Any], int]:
+    """A decoded input's row and its file (0 manifest, 1 quarantine); an accepted clip goes into a shard."""
+    if isinstance(res, Rejected):
+        return _q(cand, res.reason, res.detail, digest), 1
+    if res.id in kept_ids:
+        return {**_q(cand, c.DUPLICATE, f"same audio as {kept_ids[res.id]}", digest), "kept_id": res.id}, 1
+    shard = writer.add(res.id, res.flac)
+    kept_ids[res.id] = cand.source
+    return {
+        "id": res.id,
+        "source": cand.source,
+        "source_sha256": digest,
+        "dataset": cand.dataset,
+        "duration": res.duration,
+        "sample_rate": limits.sample_rate,
+        "shard": f"{SHARD_DIR}/{shard}",
+        "original_sample_rate": res.original_sample_rate,
+        "original_channels": res.original_channels,
+        "metadata": cand.metadata,
+    }, 0
 
 
 def _q(cand: Candidate, reason: str, detail: str, digest: str | None) -> dict[str, Any]:

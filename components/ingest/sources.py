@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
-from components.ingest.aqa import prepare_aqa_jsonl
+from components.ingest.aqa import iter_aqa_jsonl
 from components.ingest.candidates import Candidate
-from components.ingest.directory import prepare_directory
+from components.ingest.directory import iter_directory
 from components.ingest.embedded import EspeakSettings, default_cache, embedded_candidates
 from components.ingest.lhotse_source import is_lhotse_manifest, prepare_lhotse
 
@@ -32,19 +33,23 @@ def source_kind(source: str) -> str:
     )
 
 
-def resolve_sources(
-    sources: list[str], data_root: Path | None, espeak: EspeakSettings, cache: Path | None = None
-) -> list[Candidate]:
-    """All candidates of all sources, in the order given."""
-    out: list[Candidate] = []
-    for source in sources:
-        kind = source_kind(source)
-        if kind == "embedded":
-            out += embedded_candidates(espeak, cache or default_cache())
-        elif kind == "directory":
-            out += prepare_directory(Path(source))
-        elif kind == "lhotse":
-            out += prepare_lhotse(Path(source), data_root)
-        else:
-            out += prepare_aqa_jsonl(Path(source), data_root or Path(source).parent)
-    return out
+class Sources:
+    """The candidates of the configured sources, in the order given, read afresh on every iteration: ingest
+    walks them twice (plan, then write) without holding them all (a 5M-row AQA file need not fit)."""
+
+    def __init__(self, sources: list[str], data_root: Path | None, espeak: EspeakSettings,
+                 cache: Path | None = None) -> None:
+        self.kinds = [(source, source_kind(source)) for source in sources]  # an unknown source fails here
+        self.data_root, self.espeak, self.cache = data_root, espeak, cache
+
+    def __iter__(self) -> Iterator[Candidate]:
+        for source, kind in self.kinds:
+            if kind == "embedded":
+                yield from embedded_candidates(self.espeak, self.cache or default_cache())
+            elif kind == "directory":
+                yield from iter_directory(Path(source))
+            elif kind == "lhotse":
+                yield from prepare_lhotse(Path(source), self.data_root)
+            else:
+                yield from iter_aqa_jsonl(Path(source), self.data_root or Path(source).parent)
+

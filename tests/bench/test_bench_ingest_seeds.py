@@ -10,7 +10,8 @@ import pytest
 from components.config import load_profile
 from components.ingest.decode import Limits
 from components.ingest.embedded import EspeakSettings, default_cache, embedded_candidates
-from components.ingest.run import MANIFEST, ingest, read_jsonl
+from components.ingest.run import MANIFEST, ingest
+from components.records import read_jsonl
 from components.audio import read_audio_ref
 from components.model.transcribe import Transcriber
 

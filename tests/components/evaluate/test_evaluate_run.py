@@ -25,7 +25,8 @@ from components.evaluate.run import (
     audio_messages,
     evaluate_model,
 )
-from components.ingest.run import MANIFEST, read_jsonl
+from components.ingest.run import MANIFEST
+from components.records import read_jsonl
 from components.model import DestaModel, DestaSpec
 from components.vocab import mcq_prompt
 from tests.components.model.realdata import build_corpus

@@ -15,7 +15,8 @@ from components.ingest.aqa import prepare_aqa_jsonl
 from components.ingest.decode import Limits
 from components.ingest.directory import prepare_directory
 from components.ingest.lhotse_source import prepare_lhotse
-from components.ingest.run import MANIFEST, QUARANTINE, ingest, read_jsonl
+from components.ingest.run import MANIFEST, QUARANTINE, ingest
+from components.records import read_jsonl
 from components.audio import read_audio_ref
 
 SPEECH = Path("/usr/share/asterisk/sounds/en_US_f_Allison/auth-thankyou.wav")  # 8 kHz, "Thank you."

@@ -12,7 +12,8 @@ import soundfile as sf
 from components.ingest.asterisk import speech_prompts
 from components.ingest.decode import Limits
 from components.ingest.directory import prepare_directory
-from components.ingest.run import MANIFEST, ingest, read_jsonl
+from components.ingest.run import MANIFEST, ingest
+from components.records import read_jsonl
 
 SOUNDS = Path("/usr/share/sounds/freedesktop/stereo")
 SYSTEM = "Focus on the audio clips and instructions."
