@@ -13,7 +13,7 @@ import tarfile
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import count, islice
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,16 @@ class Packed(Sequence):
         self._audios.append(-1 if ex is None else ex.n_audios)
         self._cut.append(bool(ex and ex.truncated))
 
+    def extend_from(self, other: Packed, a: int, b: int) -> None:
+        """Append rows a..b-1 of `other` (array slices: no row is rebuilt)."""
+        t0, t1, base = other._starts[a], other._starts[b], len(self._ids)
+        self._ids.extend(other._ids[t0:t1])
+        self._labels.extend(other._labels[t0:t1])
+        self._mask.extend(other._mask[t0:t1])
+        self._starts.extend(array("q", (s - t0 + base for s in other._starts[a + 1 : b + 1])))
+        self._audios.extend(other._audios[a:b])
+        self._cut.extend(other._cut[a:b])
+
     def __len__(self) -> int:
         return len(self._audios)
 
@@ -149,18 +159,41 @@ class EncodedRows:
     truncated: int = 0
     skipped: int = 0
     lengths: list[int] = field(default_factory=list)
+    chunk: int = 1024  # rows per tokenizer call; a share (`encode_rows(part=...)`) holds whole chunks
+
+    @classmethod
+    def merged(cls, shares: Sequence[EncodedRows]) -> EncodedRows:
+        """The whole from every rank's share (`encode_rows(part=(k, n))` for k < n): chunk j is share j % n's."""
+        n, chunk = len(shares), shares[0].chunk
+        out, taken = cls(Packed(), [], chunk=chunk), [0] * n
+        for j in range(sum(-(-len(s.refs) // chunk) for s in shares)):
+            share, a = shares[j % n], taken[j % n]
+            b = min(a + chunk, len(share.refs))
+            out.examples.extend_from(share.examples, a, b)
+            out.refs += share.refs[a:b]
+            out.lengths += share.lengths[a:b]
+            taken[j % n] = b
+        out.truncated, out.skipped = sum(s.truncated for s in shares), sum(s.skipped for s in shares)
+        return out
 
 
 def encode_rows(rows: Iterable[dict[str, Any]], tokenizer: Any, prompt_size: int, max_length: int,
-                max_transcript_tokens: int, chunk: int = 1024) -> EncodedRows:
+                max_transcript_tokens: int, chunk: int = 1024, part: tuple[int, int] = (0, 1)) -> EncodedRows:
     """Token ids + response-only labels for every row, `chunk` rows at a time (rows may be streamed: only the
-    packed tokens are kept); over-long rows are cut (counted) or skipped."""
-    out = EncodedRows(Packed(), [])
+    packed tokens are kept); over-long rows are cut (counted) or skipped. With `part=(k, n)` only chunks k,
+    k+n, k+2n, ... are tokenised (rank k of n's share; `EncodedRows.merged` joins the shares)."""
+    out = EncodedRows(Packed(), [], chunk=chunk)
     rows = iter(rows)
-    while part := list(islice(rows, chunk)):
-        audios = [P.row_audios(row["messages"]) for row in part]
+    k, n = part
+    for j in count():
+        part_rows = list(islice(rows, chunk))
+        if not part_rows:
+            break
+        if j % n != k:
+            continue
+        audios = [P.row_audios(row["messages"]) for row in part_rows]
         encoded = P.encode_many(tokenizer, [(row["messages"], [a.get("text") for a in au], row["response"])
-                                            for row, au in zip(part, audios)],
+                                            for row, au in zip(part_rows, audios)],
                                 prompt_size, max_length, max_transcript_tokens, chunk)
         for au, ex in zip(audios, encoded):
             out.examples.append(ex)

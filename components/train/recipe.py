@@ -167,8 +167,18 @@ class TrainRecipe:
 
         cfg, prof = self.cfg, self.prof
         rows = D.iter_rows([Path(f) for f in self.job["row_files"]])  # streamed: only the packed tokens stay
-        self.enc = enc = D.encode_rows(rows, self.model.tokenizer, prof.model.prompt_size, cfg.max_length,
-                                       prof.model.max_transcript_tokens)
+        # Each rank tokenises its share of the chunks; the shares are exchanged, so every rank holds the whole.
+        share = D.encode_rows(rows, self.model.tokenizer, prof.model.prompt_size, cfg.max_length,
+                              prof.model.max_transcript_tokens, part=(self.rank, self.world))
+        if self.world > 1:
+            import deepspeed.comm as dist
+
+            shares: list[Any] = [None] * self.world
+            dist.all_gather_object(shares, share)
+            share = D.EncodedRows.merged(shares)
+            del shares
+        self.enc = enc = share
+        self._log(f"{len(enc.refs)} rows tokenised ({self.world} shares)")
         self.plan = D.Plan(cfg.batch_size, self.world, cfg.grad_accum, cfg.seed)
         self.steps_per_epoch = len(self.plan.epoch(enc.lengths, 0))
         self.total = D.total_steps(self.steps_per_epoch, cfg.epochs, cfg.max_steps)

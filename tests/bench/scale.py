@@ -28,6 +28,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 BASELINE = "24ce9cc"  # main before the scale fixes: question building and tokenisation as they were
+INGEST_BASELINE = "ce6b2ce"  # main before ingest streamed: every candidate, row and clip held at once
 PER_SHARD = 1000  # rows per synthetic shard (seed shards, label rows)
 TINY = b"not audio: the re-run reuses rows by the bytes' digest and never decodes"
 
@@ -109,24 +110,41 @@ def _seed_rows(root: Path) -> list[dict]:
     return read_seed_rows(root / "seeds")
 
 
-def _ingest_adapter(root: Path) -> dict:
-    from components.ingest.aqa import prepare_aqa_jsonl
+def _ingest_adapter(root: Path, before: bool = False) -> dict:
+    if before:  # a list of every candidate
+        cands = _baseline("components/ingest/aqa.py", root, INGEST_BASELINE).prepare_aqa_jsonl(root / "aqa.jsonl", root / "audio")
+        return {"candidates": len(cands)}
+    from components.ingest.aqa import iter_aqa_jsonl
 
-    cands = prepare_aqa_jsonl(root / "aqa.jsonl", root / "audio")  # no audio there: each is `missing`
-    return {"candidates": len(cands)}
+    return {"candidates": sum(1 for _ in iter_aqa_jsonl(root / "aqa.jsonl", root / "audio"))}  # each `missing`
 
 
-def _ingest_rerun(root: Path) -> dict:
-    from components.ingest.candidates import Candidate
+class _Listed:
+    """The manifest's inputs again, as candidates read afresh on each walk (like ingest's Sources)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __iter__(self):
+        from components.ingest.candidates import Candidate
+
+        with (self.root / "ingest/manifest.jsonl").open() as f:
+            for line in f:
+                r = json.loads(line)
+                yield Candidate(r["source"], r["dataset"], path=self.root / "tiny.bin", metadata=r["metadata"])
+
+
+def _ingest_rerun(root: Path, before: bool = False) -> dict:
     from components.ingest.decode import Limits
-    from components.ingest.run import ingest
-    from components.records import MANIFEST, read_jsonl
 
-    old = read_jsonl(root / "ingest" / MANIFEST)
-    cands = [Candidate(r["source"], r["dataset"], path=root / "tiny.bin", metadata=r["metadata"]) for r in old]
-    del old
+    if before:  # the whole candidate list, then the module of INGEST_BASELINE
+        ingest, cands = _baseline("components/ingest/run.py", root, INGEST_BASELINE).ingest, list(_Listed(root))
+    else:
+        from components.ingest.run import ingest
+
+        cands = _Listed(root)
     report = ingest(cands, root / "ingest", Limits(0.5, 30.0, -60.0), 64 << 20, show_progress=False)
-    assert report.reused == len(cands), "every row must be reused"
+    assert report.reused == report.total, "every row must be reused"
     return {"reused": report.reused}
 
 
@@ -167,11 +185,11 @@ def _label(root: Path) -> dict:
     return {"rows": stats["rows_written"], "cache_hits": stats["cache_hits"], "generated": stats["generated"]}
 
 
-def _baseline(path: str, root: Path):
-    """A module as it was at BASELINE (read from git), for the "before" figures."""
+def _baseline(path: str, root: Path, commit: str = BASELINE):
+    """A module as it was at `commit` (read from git), for the "before" figures."""
     from tests.bench.conftest import module_at
 
-    return module_at(REPO, BASELINE, path, root)
+    return module_at(REPO, commit, path, root)
 
 
 def _train_data(root: Path, before: bool = False) -> dict:
@@ -223,10 +241,15 @@ PATHS: dict[str, Callable[[Path], dict]] = {
     "held-out split": _split, "label, cold cache": _label, "label, warm cache": _label,
     "train data plan + tokenise": _train_data, "evaluate questions": _questions, "lineage digests": _lineage,
 }
-BEFORE: dict[str, Callable[[Path], dict]] = {  # the same paths as of BASELINE (run where they finish)
+BEFORE: dict[str, Callable[[Path], dict]] = {  # the same paths as of their BASELINES (run where they finish)
+    "ingest adapter (AQA jsonl)": lambda root: _ingest_adapter(root, before=True),
+    "ingest re-run reuse": lambda root: _ingest_rerun(root, before=True),
     "train data plan + tokenise": lambda root: _train_data(root, before=True),
     "evaluate questions": lambda root: _questions(root, before=True),
 }
+
+
+BASELINES = {name: INGEST_BASELINE if name.startswith("ingest") else BASELINE for name in BEFORE}
 
 
 def _peak_rss() -> int:

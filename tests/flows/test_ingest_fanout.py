@@ -116,3 +116,9 @@ def test_ingest_on_a_local_ray_head_survives_killed_workers(corpus: dict[str, Pa
     killer.join(5)
     assert killed, "no Ray worker was seen decoding"
     assert outputs(root / "ray") == outputs(root / "reference")
+
+
+def test_ingest_on_the_thread_pool_equals_one_process(corpus: dict[str, Path], prefect_server: None) -> None:
+    """The default runner (a thread pool of two) decodes in threads of this process: the same bytes."""
+    run_ingest([], corpus["root"] / "threads", params=corpus["params"], settings=settings())
+    assert outputs(corpus["root"] / "threads") == outputs(corpus["root"] / "reference")

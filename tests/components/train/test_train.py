@@ -203,6 +203,23 @@ def test_over_long_rows_are_counted_not_fatal(repo: Path, corpus, embedded_model
     assert tight.skipped == len(rows) and all(x is None for x in tight.examples)
 
 
+def test_ranks_shares_of_the_tokenisation_merge_into_the_whole(repo: Path, corpus, embedded_models) -> None:
+    """Each rank tokenises every n-th chunk of rows (train's recipe exchanges the shares): the merged shares are
+    the one-process encoding, token for token, for 2 and 3 ranks and a last chunk cut short."""
+    from transformers import AutoTokenizer
+
+    rows = D.read_rows([corpus[1]])[:23]
+    tok = AutoTokenizer.from_pretrained(repo / "models/smollm2-135m-instruct")
+    args = dict(prompt_size=16, max_length=64, max_transcript_tokens=100, chunk=4)
+    whole = D.encode_rows(rows, tok, **args)
+    for n in (2, 3):
+        shares = [D.encode_rows(iter(rows), tok, **args, part=(k, n)) for k in range(n)]
+        assert sum(len(s.refs) for s in shares) == len(rows) and all(len(s.refs) < len(rows) for s in shares)
+        merged = D.EncodedRows.merged(shares)
+        assert list(merged.examples) == list(whole.examples) and merged.refs == whole.refs
+        assert (merged.lengths, merged.truncated, merged.skipped) == (whole.lengths, whole.truncated, whole.skipped)
+
+
 # ---- real training, 2 ranks -----------------------------------------------------------------------
 
 def test_training_learns_exports_trainable_only_and_tracks(reference, fresh_model) -> None:
