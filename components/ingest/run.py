@@ -184,7 +184,7 @@ def _write(cands: Iterable[Candidate], plan: _Plan, earlier: Earlier, out_dir: P
     writer = ShardWriter(out_dir, shard_max_bytes, next_shard_index(out_dir))
     try:
         with atomic_open(out_dir / MANIFEST) as mf, atomic_open(out_dir / QUARANTINE) as qf, progress_bar(
-            "ingest", total=plan.actions.count(DECODE), enabled=show_progress
+            "ingest", total=plan.actions.count(DECODE), enabled=show_progress and DECODE in plan.actions
         ) as advance:
             for block in _blocks(cands):
                 acts = [next(actions, SKIP) for _ in block]

@@ -218,6 +218,21 @@ def _train_data(root: Path, before: bool = False) -> dict:
     return {"rows": len(enc.refs), "steps": len(steps), "tokens": sum(enc.lengths), "digest": h.hexdigest()[:16]}
 
 
+def _train_share(root: Path) -> dict:
+    """What one of two training ranks tokenises now (its share; the shares are then exchanged)."""
+    from transformers import AutoTokenizer
+
+    from components.config import load_profile
+    from components.modeldir import local_dir
+    from components.train import data as D
+
+    prof = load_profile(REPO / "params.yaml")
+    tok = AutoTokenizer.from_pretrained(local_dir(prof.models.llm))
+    enc = D.encode_rows(D.iter_rows(D.row_files(root / "rows")), tok, prof.model.prompt_size, prof.train.max_length,
+                        prof.model.max_transcript_tokens, part=(0, 2))
+    return {"rows_tokenised": len(enc.refs)}
+
+
 def _questions(root: Path, before: bool = False) -> dict:
     from components.evaluate.mcq import build_mcq
 
@@ -239,7 +254,7 @@ def _lineage(root: Path) -> dict:
 PATHS: dict[str, Callable[[Path], dict]] = {
     "ingest adapter (AQA jsonl)": _ingest_adapter, "ingest re-run reuse": _ingest_rerun,
     "held-out split": _split, "label, cold cache": _label, "label, warm cache": _label,
-    "train data plan + tokenise": _train_data, "evaluate questions": _questions, "lineage digests": _lineage,
+    "train data plan + tokenise": _train_data, "train tokenise, rank 0 of 2": _train_share, "evaluate questions": _questions, "lineage digests": _lineage,
 }
 BEFORE: dict[str, Callable[[Path], dict]] = {  # the same paths as of their BASELINES (run where they finish)
     "ingest adapter (AQA jsonl)": lambda root: _ingest_adapter(root, before=True),
