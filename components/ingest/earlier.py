@@ -13,8 +13,9 @@ QUARANTINE = "quarantine.jsonl"
 
 
 class Earlier:
-    """The previous run's rows by source, packed (~230 bytes a row at 5M): which file, where, the input's
-    digest and the id (manifest) or reason (quarantine); a row's line is read back when it is reused."""
+    """The previous run's rows by source, each packed into one bytes value: which file, where, the input's
+    digest and the id (manifest) or reason (quarantine); a row's line is read back when it is reused (a
+    re-run of 10^6 rows peaks at 433 MB in all, where holding the rows took 4.9 GB: README, Scale)."""
 
     HEAD = struct.Struct("<BQ?32s")  # file (0 manifest, 1 quarantine), offset, has digest, digest
 

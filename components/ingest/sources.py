@@ -52,4 +52,3 @@ class Sources:
                 yield from prepare_lhotse(Path(source), self.data_root)
             else:
                 yield from iter_aqa_jsonl(Path(source), self.data_root or Path(source).parent)
-
