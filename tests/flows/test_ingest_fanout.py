@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,27 +14,13 @@ import pytest
 from components.config import apply_overrides, load_params
 from components.ingest.run import ingest_stage
 from flows.ingest import DECODE_CHUNK, run_ingest
-from flows.settings import FlowSettings
 from tests.conftest import REPO
+from tests.flows.fanout import kill_busy_ray_workers, settings
 
 pytestmark = pytest.mark.integration
 
 ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 FILES = 80  # + the faults: three decode tasks
-
-
-def settings(**over: object) -> FlowSettings:
-    base = dict(task_runner="threads", task_workers=2, cluster_address=None, stage_retries=0, push_retries=0,
-                push_retry_delays=[0.0])
-    return FlowSettings(**{**base, **over})  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +53,7 @@ def outputs(out: Path) -> dict[str, bytes]:
     return files
 
 
-def test_desta_ingest_on_a_local_dask_cluster_equals_one_process(corpus: dict[str, Path], prefect_server: None) -> None:
+def test_desta_ingest_on_a_local_dask_cluster_equals_one_process(corpus: dict[str, Path], prefect_harness: None) -> None:
     """`desta ingest` (the DVC stage's command) in its own process with DESTA_TASK_RUNNER=dask: a LocalCluster
     of two worker processes decodes the clips; the same bytes as one process; a re-run there decodes nothing."""
     from prefect.settings import PREFECT_API_URL
@@ -92,33 +74,19 @@ def test_desta_ingest_on_a_local_dask_cluster_equals_one_process(corpus: dict[st
     assert outputs(out) == outputs(root / "reference")
 
 
-def test_ingest_on_a_local_ray_head_survives_killed_workers(corpus: dict[str, Path], prefect_server: None) -> None:
+def test_ingest_on_a_local_ray_head_survives_killed_workers(corpus: dict[str, Path], prefect_harness: None) -> None:
     """A local Ray head (two CPUs); every Ray worker seen decoding is SIGKILLed once: Ray runs the lost chunks
     again on new workers and the outputs are byte-identical to the one-process run."""
-    import psutil
-
     root = corpus["root"]
     killed: list[int] = []
-
-    def kill_busy_workers() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not killed:
-            for proc in psutil.process_iter(["cmdline"]):
-                title = (proc.info["cmdline"] or [""])[0]
-                if title.startswith("ray::") and "IDLE" not in title and not title.endswith("Agent"):
-                    proc.send_signal(signal.SIGKILL)  # a worker in the middle of a task
-                    killed.append(proc.pid)
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_busy_workers, daemon=True)
-    killer.start()
+    killer = kill_busy_ray_workers(killed, every=0.01)
     run_ingest([], root / "ray", params=corpus["params"], settings=settings(task_runner="ray"))
     killer.join(5)
     assert killed, "no Ray worker was seen decoding"
     assert outputs(root / "ray") == outputs(root / "reference")
 
 
-def test_ingest_on_the_thread_pool_equals_one_process(corpus: dict[str, Path], prefect_server: None) -> None:
+def test_ingest_on_the_thread_pool_equals_one_process(corpus: dict[str, Path], prefect_harness: None) -> None:
     """The default runner (a thread pool of two) decodes in threads of this process: the same bytes."""
     run_ingest([], corpus["root"] / "threads", params=corpus["params"], settings=settings())
     assert outputs(corpus["root"] / "threads") == outputs(corpus["root"] / "reference")

@@ -6,12 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,28 +18,14 @@ from components.ingest.directory import prepare_directory
 from components.ingest.run import ingest
 from components.seeds.run import CHUNK_BATCHES, build_seeds, whisper_chunks
 from flows.seeds import run_seeds
-from flows.settings import FlowSettings
 from tests.conftest import REPO
+from tests.flows.fanout import kill_busy_ray_workers, settings
 
 pytestmark = pytest.mark.integration
 
 ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 PROMPTS = ("activated", "added", "agent-alreadyon", "agent-incorrect", "agent-loggedoff", "agent-loginok",
            "agent-newlocation", "agent-pass", "agent-user", "auth-incorrect", "auth-thankyou", "calling")
-
-
-def settings(**over: object) -> FlowSettings:
-    base = dict(task_runner="threads", task_workers=2, cluster_address=None, stage_retries=0, push_retries=0,
-                push_retry_delays=[0.0])
-    return FlowSettings(**{**base, **over})  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +66,7 @@ def test_chunks_are_whole_batches_in_length_order() -> None:
     assert all(len(c) % 3 == 0 for c in whisper_chunks(lengths * 3, 3)[:-1])  # cut at batch boundaries
 
 
-def test_desta_seeds_on_a_local_dask_cluster_equals_one_process(corpus: dict[str, Path], prefect_server: None) -> None:
+def test_desta_seeds_on_a_local_dask_cluster_equals_one_process(corpus: dict[str, Path], prefect_harness: None) -> None:
     """`desta seeds` (the DVC stage's command) in its own process with DESTA_TASK_RUNNER=dask: a LocalCluster
     of two worker processes runs the Whisper chunks; the same bytes as the one-process run."""
     from prefect.settings import PREFECT_API_URL
@@ -100,26 +82,12 @@ def test_desta_seeds_on_a_local_dask_cluster_equals_one_process(corpus: dict[str
     assert_same_seeds(root / "dask", root / "reference")
 
 
-def test_seeds_on_a_local_ray_head_survive_killed_workers(corpus: dict[str, Path], prefect_server: None) -> None:
+def test_seeds_on_a_local_ray_head_survive_killed_workers(corpus: dict[str, Path], prefect_harness: None) -> None:
     """A local Ray head (two CPUs); every Ray worker running a chunk is SIGKILLed once: Ray runs the lost
     chunks again on new workers and the seeds are byte-identical to the one-process run."""
-    import psutil
-
     root = corpus["root"]
     killed: list[int] = []
-
-    def kill_busy_workers() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not killed:
-            for proc in psutil.process_iter(["cmdline"]):
-                title = (proc.info["cmdline"] or [""])[0]
-                if title.startswith("ray::") and "IDLE" not in title and not title.endswith("Agent"):
-                    proc.send_signal(signal.SIGKILL)  # a worker in the middle of a task
-                    killed.append(proc.pid)
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_busy_workers, daemon=True)
-    killer.start()
+    killer = kill_busy_ray_workers(killed, every=0.05)
     run_seeds(root / "ingest", root / "ray", corpus["params"], settings=settings(task_runner="ray"))
     killer.join(5)
     assert killed, "no Ray worker was seen running a chunk"
