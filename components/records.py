@@ -7,6 +7,7 @@ can change without touching its readers (and DVC re-runs only the stage whose co
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,21 @@ class DamagedFile(ValueError):
         self.where = where
 
 
+def iter_jsonl(path: Path, advice: str | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of a JSONL file, one at a time; a line that is not JSON raises DamagedFile naming the file
+    and line."""
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DamagedFile(f"{path}:{n}: not a JSON line ({err.msg}, column {err.colno})", advice) from None
+
+
 def jsonl_rows(path: Path, advice: str | None = None) -> list[dict[str, Any]]:
-    """Every row of a JSONL file; a line that is not JSON raises DamagedFile naming the file and line."""
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DamagedFile(f"{path}:{n}: not a JSON line ({err.msg}, column {err.colno})", advice) from None
-    return rows
+    """Every row of a JSONL file (`iter_jsonl`, as a list)."""
+    return list(iter_jsonl(path, advice))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -48,10 +54,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return jsonl_rows(path, rewrite("the stage that wrote it")) if path.is_file() else []
 
 
+def seed_files(seeds: Path) -> list[Path]:
+    """The seed shards of a seeds output directory in order, or `seeds` itself when it is one JSONL file."""
+    return [seeds] if seeds.is_file() else sorted((seeds / SEED_SHARD_DIR).glob(SEED_SHARD_GLOB))
+
+
+def iter_seeds(seeds: Path) -> Iterator[dict[str, Any]]:
+    """The seed rows of a seeds output directory (or one JSONL file), in order, one at a time: a reader that
+    keeps only what it needs holds no more than that (5M rows are ~18 GB as dicts)."""
+    for f in seed_files(seeds):
+        yield from iter_jsonl(f, rewrite("the stage that wrote it"))
+
+
 def read_seeds(seeds_dir: Path) -> list[dict[str, Any]]:
     """All seed rows of a seeds output directory (or one JSONL file), in order."""
-    files = [seeds_dir] if seeds_dir.is_file() else sorted((seeds_dir / SEED_SHARD_DIR).glob(SEED_SHARD_GLOB))
-    return [r for f in files for r in read_jsonl(f)]
+    return list(iter_seeds(seeds_dir))
 
 
 def label_shards(label_dir: Path) -> list[Path] | None:

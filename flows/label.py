@@ -24,7 +24,6 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from components.config import load_params
-from components.label.rows import read_seed_rows
 from components.label.run import Progress, label, run_unit
 from components.label.units import LabelJob, Unit, UnitResult
 from flows.runners import make_task_runner
@@ -46,7 +45,7 @@ def as_tasks(units: list[Unit], job: LabelJob, on_progress: Progress) -> list[Un
     results = []
     for unit, future in zip(units, label_unit.map(units, job=unmapped(job))):
         results.append(future.result())
-        on_progress(len(unit.items), results[-1].completion_tokens)
+        on_progress(unit.size, results[-1].completion_tokens)
     return results
 
 
@@ -55,10 +54,7 @@ def label_shards(seeds: str, out: str, params: str | None = None, cache: str | N
                  progress: bool = False) -> dict[str, Any]:
     """Label every unit of the seed rows as its own task; returns the stats `desta label` writes."""
     prof = load_params(Path(params) if params else None).active
-    rows = read_seed_rows(Path(seeds))
-    if not rows:
-        raise ValueError(f"no seed rows in {seeds}: run `desta seeds` first")
-    return label(rows, Path(out), prof.label, prof.models, Path(cache) if cache else None, show_progress=progress,
+    return label(Path(seeds), Path(out), prof.label, prof.models, Path(cache) if cache else None, show_progress=progress,
                  map_units=as_tasks)
 
 

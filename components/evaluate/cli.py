@@ -36,7 +36,7 @@ def evaluate_command(
     from components.evaluate.run import METRICS, PLOT_ACCURACY, PLOT_GENDER, PREDICTIONS, evaluate_model
     from components.model.desta import DestaModel
     from components.model.transcribe import make_transcriber
-    from components.records import read_seeds
+    from components.records import iter_seeds
 
     prof = load_profile(params, track=track)
     model = data_dir(prof, model, "train/model")
@@ -50,7 +50,7 @@ def evaluate_command(
         hf = prof.seeds.engine == "hf"
         m = DestaModel.from_pretrained(model, with_decoder=hf)
         decode = None if hf else make_transcriber(prof.seeds.engine, m.spec.whisper, 8).decode_states
-        metrics = evaluate_model(m, read_seeds(seeds_dir), Path(prof.data.root), out, prof.evaluate.max_questions,
+        metrics = evaluate_model(m, iter_seeds(seeds_dir), Path(prof.data.root), out, prof.evaluate.max_questions,
                                  prof.evaluate.batch_size, show_progress=progress, decode=decode)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,16 +116,16 @@ def _by_sub(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
     return {k: round(100.0 * c / n, 2) for k, (c, n) in sorted(acc.items())}
 
 
-def evaluate_model(model: Any, seeds: list[dict[str, Any]], data_root: Path, out_dir: Path,
+def evaluate_model(model: Any, seeds: Iterable[dict[str, Any]], data_root: Path, out_dir: Path,
                    max_questions: int | None = None, batch_size: int = 16, show_progress: bool = True,
                    decode: Decode | None = None) -> dict[str, Any]:
     """Run every check on the test split; writes metrics, predictions and plot data; returns metrics.
     Transcripts: Whisper's decoder on the same encoder pass the connector reads (`decode`: another
     engine's decoder over the same weights, e.g. CTranslate2's; default the model's own HF decoder)."""
-    questions = _sample(build_mcq(seeds), max_questions)
+    test = [s for s in seeds if s.get("split") == "test"]  # `seeds` may stream: only the held-out rows are kept
+    questions = _sample(build_mcq(test), max_questions)
     if not questions:
         raise ValueError("no held-out questions: the seeds have no test split (run `desta seeds`)")
-    test = [s for s in seeds if s.get("split") == "test"]
     refs = list(dict.fromkeys(s["audio"] for s in test))
     # Rows through a model: clips heard, questions (model and prior), IF (audio and text).
     total = len(refs) + 2 * len(questions) + 2 * len(test)

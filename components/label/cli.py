@@ -34,24 +34,17 @@ def label_command(
 ) -> None:
     """The generator LLM writes the targets: DeSTA-AQA5M rows in shards, with cache, filters and provenance."""
     from components.label.generator import GeneratorDigestWarning, GeneratorMismatchWarning
-    from components.label.rows import read_seed_rows
     from components.label.run import PROVENANCE, SHARD_DIR, STATS, label
 
     prof = load_profile(params, track=track)
     seeds, out = data_dir(prof, seeds, "seeds"), data_dir(prof, out, "label")
-    try:
-        rows = read_seed_rows(seeds)
-    except (ValueError, FileNotFoundError) as err:
-        fail(str(err))
-    if not rows:
-        fail(f"no seed rows in {seeds}: run `desta seeds` first")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GeneratorMismatchWarning)
         warnings.simplefilter("always", GeneratorDigestWarning)
         try:
             fan_out = (ctx.obj or {}).get("label")
             stats = (fan_out(seeds, out, params, cache, progress) if fan_out else
-                     label(rows, out, prof.label, prof.models, cache_dir=cache, show_progress=progress))
+                     label(seeds, out, prof.label, prof.models, cache_dir=cache, show_progress=progress))
         except (ValueError, FileNotFoundError, RuntimeError) as err:
             fail(str(err))
     for w in caught:
@@ -69,7 +62,7 @@ def label_command(
     )
     print(json.dumps(stats, sort_keys=True))
     if stats["rows_written"] == 0:
-        fail(f"label wrote no rows from {len(rows)} seed rows ({stats['clips']} labelled: label.splits "
+        fail(f"label wrote no rows from {stats['seed_rows']} seed rows ({stats['clips']} labelled: label.splits "
              f"{prof.label.splits}; filtered {stats['filtered']}: {reasons}; quarantined {stats['quarantined']}): "
              f"nothing to train on. Details in {out / STATS}")
     if track:

@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
-
-from components.records import read_seeds
 
 ROW_KEYS = ("id", "dataset", "seed_description", "prompt", "response", "messages")
 REQUIRED_SEED_KEYS = ("id", "dataset", "audio", "seed_description")
 # The system prompt of DeSTA-AQA5M training rows (the released model's default).
 ROW_SYSTEM = "Focus on the audio clips and instructions."
 AUDIO_TOKEN = "<|AUDIO|>"
-
-
-def read_seed_rows(path: Path) -> list[dict[str, Any]]:
-    """Seed rows from a seeds output dir (`shards/seeds-*.jsonl`) or any JSONL file; checked."""
-    if not path.exists():
-        raise FileNotFoundError(f"seeds not found: {path}")
-    rows = read_seeds(path)
-    seen: set[str] = set()
-    for n, r in enumerate(rows, 1):
-        missing = [k for k in REQUIRED_SEED_KEYS if not isinstance(r.get(k), str) or not r[k]]
-        if missing:
-            raise ValueError(f"{path}: seed row {n} lacks {', '.join(missing)}")
-        if r["id"] in seen:
-            raise ValueError(f"{path}: duplicate seed id {r['id']!r}")
-        seen.add(r["id"])
-    return rows
 
 
 def row_id(clip_id: str, index: int) -> str:

@@ -74,7 +74,8 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
     cache = ResponseCache(job.cache_dir)
     accepted: dict[str, Cached] = {}
     history: dict[str, list[dict[str, str]]] = {}
-    pending = list(unit.items)
+    items = job.items(unit)
+    pending = list(items)
     try:
         for attempt in range(cfg.max_retries + 1):
             if not pending:
@@ -105,7 +106,7 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
     finally:
         cache.close()
     rows = []
-    for it in unit.items:
+    for it in items:
         if it.row_id in accepted:
             rows.append(aqa_row(it.seed, it.index, it.instruction.text, accepted[it.row_id].response))
             if cfg.choice_rows and (extra := choice_row(it.seed, it.index, it.instruction.requires,
@@ -113,7 +114,7 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
                 rows.append(extra)
                 result.choice_rows += 1
     asked = Counter(f"{it.instruction.requires}={seed_value(it.seed['seed_description'], it.instruction.requires)}"
-                    for it in unit.items if it.row_id in accepted and it.instruction.requires)
+                    for it in items if it.row_id in accepted and it.instruction.requires)
     result.rows_by_asked_value = dict(sorted(asked.items()))
     quarantine = []
     for it in pending:
@@ -130,11 +131,11 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
 
 
 def _seeds_digest(units: list[Unit]) -> str:
+    """Of the labelled seed rows' fields that reach a label row, in order (each unit's rows read again)."""
     h = hashlib.sha256()
     for u in units:
-        for it in u.items:
-            if it.index == 0:
-                h.update(json.dumps([it.seed[f] for f in SEED_FIELDS[:5]], ensure_ascii=False).encode() + b"\n")
+        for seed in u.seeds():
+            h.update(json.dumps([seed[f] for f in SEED_FIELDS[:5]], ensure_ascii=False).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -164,7 +165,7 @@ def provenance(job: LabelJob, units: list[Unit]) -> dict[str, Any]:
         "seed": cfg.seed,
         "instructions_per_clip": cfg.instructions_per_clip,
         "splits": cfg.splits,
-        "seeds": {"clips": sum(1 for u in units for it in u.items if it.index == 0), "sha256": _seeds_digest(units)},
+        "seeds": {"clips": sum(u.clips for u in units), "sha256": _seeds_digest(units)},
         "shards": shards,
     }
 
@@ -186,7 +187,7 @@ def finalize(job: LabelJob, units: list[Unit], results: list[UnitResult], wall_s
     atomic_write_text(job.out / SHARD_DIR / PROVENANCE, json.dumps(provenance(job, units), indent=2) + "\n")
     stats = summarize(results, wall_seconds)
     skipped = job.skipped
-    stats |= {"clips": sum(1 for u in units for it in u.items if it.index == 0),
+    stats |= {"clips": sum(u.clips for u in units), "seed_rows": sum(u.clips for u in units) + sum(skipped.values()),
               "clips_skipped_by_split": skipped.get("split", 0),
               "clips_skipped_by_speaker_cap": skipped.get("speaker_cap", 0),
               "units": len(units), "backend": job.cfg.backend, "engine": job.engine,
@@ -251,11 +252,12 @@ def run_in_process(units: list[Unit], job: LabelJob, on_progress: Progress) -> l
     return [run_unit(u, job, on_progress) for u in units]
 
 
-def label(seeds: list[dict[str, Any]], out: Path, cfg: LabelConfig, models: ModelsConfig,
+def label(seeds: Path, out: Path, cfg: LabelConfig, models: ModelsConfig,
           cache_dir: Path | None = None, backend: Backend | None = None, show_progress: bool = True,
           map_units: MapUnits = run_in_process) -> dict[str, Any]:
-    """The one label driver (one writer per output dir): plan the units, run them with `map_units`,
-    then write provenance and stats; returns the stats."""
+    """The one label driver (one writer per output dir): plan the units of the seed rows in `seeds` (a seeds
+    output dir or a JSONL file, read streaming), run them with `map_units`, then write provenance and stats;
+    returns the stats."""
     t0 = time.perf_counter()
     with one_writer(out, "label"):
         job = prepare_job(out, cfg, models, cache_dir, backend)
@@ -263,7 +265,7 @@ def label(seeds: list[dict[str, Any]], out: Path, cfg: LabelConfig, models: Mode
             marker.unlink(missing_ok=True)
         try:
             units = plan_units(seeds, job)
-            total = sum(len(u.items) for u in units)
+            total = sum(u.size for u in units)
             tokens = [0]
             with progress_bar("label", total=total, enabled=show_progress, unit="rows") as advance:
                 def on_progress(rows: int, toks: int) -> None:

@@ -7,10 +7,12 @@ the response cache, so any worker may run any unit in any order (components/labe
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import threading
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ from components.label.backends import Backend, Request, expected_engine, make_ba
 from components.label.cache import cache_key
 from components.label.generator import Generator, resolve_generator
 from components.label.pool import Instruction, Pool, draw, load_pool, restrict
-from components.label.rows import row_id
+from components.label.rows import REQUIRED_SEED_KEYS, row_id
 from components.modeldir import local_dir
+from components.records import DamagedFile, rewrite, seed_files
 
 CACHE_DIR = "cache"
 SEED_FIELDS = ("id", "dataset", "audio", "transcript", "seed_description", "kind")
@@ -40,10 +43,28 @@ class Item:
 
 @dataclass(frozen=True)
 class Unit:
-    """An independent piece of work: its items become shards/<name>.jsonl."""
+    """An independent piece of work: the seed rows at `lines` (a seed file and the byte offsets of its rows
+    there, packed), `instructions_per_clip` items each, become shards/<name>.jsonl. Only these references
+    travel to a worker, which reads its own rows (`seeds`): no process holds every seed row."""
 
     name: str
-    items: tuple[Item, ...]
+    lines: tuple[tuple[str, bytes], ...]
+    clips: int
+    size: int  # items: clips x instructions_per_clip
+
+    def seeds(self) -> Iterator[dict[str, Any]]:
+        """The unit's seed rows (SEED_FIELDS only), in input order."""
+        for path, packed in self.lines:
+            with open(path, "rb") as f:
+                for offset in array("q", packed):
+                    f.seek(offset)
+                    line = f.readline()
+                    try:
+                        seed = json.loads(line)
+                    except json.JSONDecodeError:
+                        raise DamagedFile(f"{path}: the seed row at byte {offset} changed since the label plan",
+                                          rewrite("`desta seeds`")) from None
+                    yield {f: seed.get(f) for f in SEED_FIELDS}
 
 
 @dataclass
@@ -130,6 +151,12 @@ class LabelJob:
             self._backend.close()
             self._backend = None
 
+    def items(self, unit: Unit) -> list[Item]:
+        """The unit's output rows to produce: k instructions drawn per clip (seeded per clip)."""
+        k = self.cfg.instructions_per_clip
+        return [Item(row_id(seed["id"], j), j, seed, ins)
+                for seed in unit.seeds() for j, ins in enumerate(draw(self.pool, seed, self.cfg.seed, k))]
+
     def decoding(self, item: Item, attempt: int) -> dict[str, Any]:
         """Decoding params of one attempt (all of them go into the cache key).
 
@@ -162,40 +189,86 @@ def prepare_job(out: Path, cfg: LabelConfig, models: ModelsConfig, cache_dir: Pa
     return LabelJob(out, cfg, generator, str(gdir) if gdir else None, pool, cache, backend)
 
 
-def select_seeds(seeds: list[dict[str, Any]], cfg: LabelConfig) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Seed rows to label, in input order, and how many were skipped by which rule: `split` (no
-    `split` field, or one listed in params) then `speaker_cap` (at most `max_clips_per_speaker`
-    per speaker, the first ones in a per-(seed, clip) hash order; clips without a speaker are
-    never capped)."""
-    rows = [s for s in seeds if s.get("split") is None or s["split"] in cfg.splits]
-    skipped = {"split": len(seeds) - len(rows), "speaker_cap": 0}
+def select_seeds(seeds: Iterable[dict[str, Any]], cfg: LabelConfig) -> tuple[array, dict[str, int]]:
+    """Positions of the seed rows to label, in input order, and how many were skipped by which rule: `split`
+    (no `split` field, or one listed in params) then `speaker_cap` (at most `max_clips_per_speaker` per
+    speaker, the first ones in a per-(seed, clip) hash order; clips without a speaker are never capped).
+    `seeds` may stream: a position per row and a digest per capped speaker's clip are all that is kept."""
+    kept, n = array("q"), 0
+    by_speaker: dict[str, list[tuple[bytes, int]]] = {}
+    for n, s in enumerate(seeds, 1):
+        if s.get("split") is None or s["split"] in cfg.splits:
+            kept.append(n - 1)
+            if cfg.max_clips_per_speaker is not None and s.get("speaker"):
+                # the raw digest sorts as its hex form did
+                by_speaker.setdefault(s["speaker"], []).append(
+                    (hashlib.sha256(f"{cfg.seed}\x00{s['id']}".encode()).digest(), n - 1))
+    skipped = {"split": n - len(kept), "speaker_cap": 0}
     if cfg.max_clips_per_speaker is None:
-        return rows, skipped
-    by_speaker: dict[str, list[dict[str, Any]]] = {}
-    for s in rows:
-        if s.get("speaker"):
-            by_speaker.setdefault(s["speaker"], []).append(s)
-    dropped: set[str] = set()
-    for clips in by_speaker.values():
-        ranked = sorted(clips, key=lambda s: hashlib.sha256(f"{cfg.seed}\x00{s['id']}".encode()).hexdigest())
-        dropped |= {s["id"] for s in ranked[cfg.max_clips_per_speaker:]}
+        return kept, skipped
+    dropped = {i for clips in by_speaker.values() for _, i in sorted(clips)[cfg.max_clips_per_speaker:]}
     skipped["speaker_cap"] = len(dropped)
-    return [s for s in rows if s["id"] not in dropped], skipped
+    return array("q", (i for i in kept if i not in dropped)), skipped
 
 
-def plan_units(seeds: list[dict[str, Any]], job: LabelJob) -> list[Unit]:
-    """Items in input order (k instructions per clip), cut into units of about `shard_rows` rows."""
+def _read_seeds(seeds: Path, offsets: list[tuple[str, array]]) -> Iterator[dict[str, Any]]:
+    """Seed rows of a seeds dir or JSONL file, checked (the fields a label row needs, unique ids); each row's
+    file and byte offset are appended to `offsets` as it is read."""
+    if not seeds.exists():
+        raise FileNotFoundError(f"seeds not found: {seeds}")
+    seen: set[str] = set()
+    for path in seed_files(seeds):
+        where = array("q")
+        offsets.append((str(path.absolute()), where))
+        with path.open("rb") as f:
+            pos = 0
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise DamagedFile(f"{path}:{n}: not a JSON line ({err.msg}, column {err.colno})",
+                                          rewrite("`desta seeds`")) from None
+                    missing = [k for k in REQUIRED_SEED_KEYS if not isinstance(row.get(k), str) or not row[k]]
+                    if missing:
+                        raise ValueError(f"{path}:{n}: seed row lacks {', '.join(missing)}")
+                    if row["id"] in seen:
+                        raise ValueError(f"{path}:{n}: duplicate seed id {row['id']!r}")
+                    seen.add(row["id"])
+                    where.append(pos)
+                    yield row
+                pos += len(line)
+
+
+def plan_units(seeds: Path, job: LabelJob) -> list[Unit]:
+    """The seed rows of `seeds` (a seeds dir or a JSONL file) chosen by `select_seeds`, in input order, cut
+    into units of about `shard_rows` rows (k instructions per clip). Read once, streaming."""
     k = job.cfg.instructions_per_clip
-    clips, job.skipped = select_seeds(seeds, job.cfg)
+    offsets: list[tuple[str, array]] = []
+    kept, job.skipped = select_seeds(_read_seeds(seeds, offsets), job.cfg)
+    if not kept and not sum(job.skipped.values()):
+        raise ValueError(f"no seed rows in {seeds}: run `desta seeds` first")
     per_unit = max(1, job.cfg.shard_rows // k)
-    units = []
-    for n, start in enumerate(range(0, len(clips), per_unit)):
-        items = []
-        for seed in clips[start : start + per_unit]:
-            slim = {f: seed.get(f) for f in SEED_FIELDS}
-            for j, ins in enumerate(draw(job.pool, slim, job.cfg.seed, k)):
-                items.append(Item(row_id(seed["id"], j), j, slim, ins))
-        units.append(Unit(f"label-{n:06d}", tuple(items)))
+    units, lines, clips, file, base = [], [], 0, 0, 0  # base: the position of the first row of `file`
+
+    def cut(picked: array) -> None:
+        if picked:
+            lines.append((offsets[file][0], picked.tobytes()))
+
+    picked = array("q")
+    for position in kept:
+        while position >= base + len(offsets[file][1]):
+            cut(picked)
+            picked, base, file = array("q"), base + len(offsets[file][1]), file + 1
+        picked.append(offsets[file][1][position - base])
+        clips += 1
+        if clips == per_unit:
+            cut(picked)
+            units.append(Unit(f"label-{len(units):06d}", tuple(lines), clips, clips * k))
+            picked, lines, clips = array("q"), [], 0
+    cut(picked)
+    if clips:
+        units.append(Unit(f"label-{len(units):06d}", tuple(lines), clips, clips * k))
     return units
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 TRAIN, TEST = "train", "test"
@@ -19,8 +20,11 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 
 
-def _groups(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
-    parent = list(range(len(rows)))
+def _groups(rows: Iterable[dict[str, Any]]) -> tuple[int, dict[str, list[int]]]:
+    """The number of rows, and each connected group's row positions named by its smallest clip id. Only
+    the ids, the link keys and a parent per row are kept, so `rows` may stream (a reader of seed shards)."""
+    parent: list[int] = []
+    ids: list[str] = []
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -30,6 +34,8 @@ def _groups(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
 
     first: dict[str, int] = {}
     for i, row in enumerate(rows):
+        parent.append(i)
+        ids.append(row["id"])
         keys = []
         if row.get("speaker"):
             keys.append(f"speaker:{row['speaker']}")
@@ -40,19 +46,20 @@ def _groups(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
                 parent[find(i)] = find(first[key])
             else:
                 first[key] = i
+    del first
     groups: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(rows)):
+    for i in range(len(parent)):
         groups[find(i)].append(i)
     # Name each group by its smallest clip id so the order below does not depend on row order.
-    return {min(rows[i]["id"] for i in members): members for members in groups.values()}
+    return len(parent), {min(ids[i] for i in members): members for members in groups.values()}
 
 
-def assign_splits(rows: list[dict[str, Any]], test_fraction: float, seed: int = 0) -> list[str]:
+def assign_splits(rows: Iterable[dict[str, Any]], test_fraction: float, seed: int = 0) -> list[str]:
     """`train`/`test` per row, in row order."""
-    groups = _groups(rows)
-    budget = round(test_fraction * len(rows))
+    n, groups = _groups(rows)
+    budget = round(test_fraction * n)
     order = sorted(groups, key=lambda name: hashlib.sha256(f"{seed}:{name}".encode()).hexdigest())
-    split = [TRAIN] * len(rows)
+    split = [TRAIN] * n
     for name in order:
         members = groups[name]
         if len(members) <= budget:

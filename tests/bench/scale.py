@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -104,10 +104,10 @@ def prepare(n: int, root: Path) -> None:
     (root / "dvc.yaml").write_text("stages: {}\n")
 
 
-def _seed_rows(root: Path) -> list[dict]:
-    from components.label.rows import read_seed_rows
+def _seed_rows(root: Path) -> Iterator[dict]:
+    from components.records import iter_seeds
 
-    return read_seed_rows(root / "seeds")
+    return iter_seeds(root / "seeds")  # streamed: each path keeps what it needs
 
 
 def _ingest_adapter(root: Path, before: bool = False) -> dict:
@@ -181,7 +181,7 @@ def _label(root: Path) -> dict:
 
     prof = load_profile(REPO / "params.yaml")
     cfg = prof.label.model_copy(update={"instructions_per_clip": 1, "max_clips_per_speaker": None, "splits": ["train"]})
-    stats = label(_seed_rows(root), root / "label", cfg, prof.models, backend=Canned(), show_progress=False)
+    stats = label(root / "seeds", root / "label", cfg, prof.models, backend=Canned(), show_progress=False)
     return {"rows": stats["rows_written"], "cache_hits": stats["cache_hits"], "generated": stats["generated"]}
 
 

@@ -21,7 +21,7 @@ from components.label.choices import SUFFIX
 from components.label.run import label
 from components.label.template import generator_messages
 from components.label.units import plan_units, prepare_job
-from tests.components.label.helpers import seed_rows
+from tests.components.label.helpers import seed_file, seed_rows
 
 pytestmark = pytest.mark.bench
 REAL_SEEDS = Path(__file__).resolve().parents[2] / "data" / "seeds"
@@ -49,10 +49,10 @@ class HostLoad:
 
 def _seeds(n: int) -> tuple[list[dict], str]:
     """The real seeds stage output when there is one (train split), else made-up seed rows."""
-    from components.label.rows import read_seed_rows
+    from components.records import read_seeds
 
     if (REAL_SEEDS / "shards").is_dir():
-        rows = [r for r in read_seed_rows(REAL_SEEDS) if r.get("split", "train") == "train"]
+        rows = [r for r in read_seeds(REAL_SEEDS) if r.get("split", "train") == "train"]
         if len(rows) >= 64:
             return rows[:n], "data/seeds"
     return seed_rows(n), "synthetic"
@@ -84,10 +84,10 @@ def test_hf_backend_vs_naive_loop(tmp_path: Path, repo: Path, embedded_models: d
     seeds, source = _seeds(64)
     load = HostLoad()
     backend = HFBackend(llm, precision=cfg.precision, threads=cfg.threads)  # loaded outside the timed region
-    stats = label(seeds, tmp_path / "hf", cfg, models, backend=backend, show_progress=False)
+    stats = label(seed_file(tmp_path, seeds), tmp_path / "hf", cfg, models, backend=backend, show_progress=False)
     job = prepare_job(tmp_path / "hf", cfg, models)
     prompts = [list(generator_messages(it.seed["seed_description"], it.instruction.text))
-               for u in plan_units(seeds, job) for it in u.items]
+               for u in plan_units(seed_file(tmp_path, seeds), job) for it in job.items(u)]
     naive_s, naive_tok = _naive(llm, prompts, cfg.max_new_tokens, autocast=False)
     naive_bf16_s, naive_bf16_tok = _naive(llm, prompts, cfg.max_new_tokens, autocast=True)
     hf_s = stats["generate_seconds"]
@@ -110,7 +110,7 @@ def test_hf_backend_vs_naive_loop(tmp_path: Path, repo: Path, embedded_models: d
 
 def _forget(cache_dir: Path, job, units, clip_ids: set[str]) -> int:
     """Drop every cached response (all attempts) of these clips: the cache as if they were never labelled."""
-    keys = [job.request(it, a).key for u in units for it in u.items if it.seed["id"] in clip_ids
+    keys = [job.request(it, a).key for u in units for it in job.items(u) if it.seed["id"] in clip_ids
             for a in range(job.cfg.max_retries + 1)]
     with sqlite3.connect(cache_dir / CACHE_FILE) as con:
         con.executemany("DELETE FROM responses WHERE key = ?", [(k,) for k in keys])
@@ -125,13 +125,13 @@ def test_incremental_run_cost(tmp_path: Path, repo: Path, embedded_models: dict[
     seeds, source = _seeds(640)
     load = HostLoad()
     n_new = round(len(seeds) / 11)  # old + 10 % of old = all
-    full = label(seeds, tmp_path / "full", cfg, models, show_progress=False)  # from scratch, model load included
+    full = label(seed_file(tmp_path, seeds), tmp_path / "full", cfg, models, show_progress=False)  # from scratch, model load included
 
     # The state "labelled before the 10 % arrived": the full cache minus the new clips' responses.
     shutil.copytree(tmp_path / "full" / "cache", tmp_path / "inc" / "cache")
     job = prepare_job(tmp_path / "inc", cfg, models)
-    dropped = _forget(tmp_path / "inc" / "cache", job, plan_units(seeds, job), {s["id"] for s in seeds[-n_new:]})
-    inc = label(seeds, tmp_path / "inc", cfg, models, show_progress=False)
+    dropped = _forget(tmp_path / "inc" / "cache", job, plan_units(seed_file(tmp_path, seeds), job), {s["id"] for s in seeds[-n_new:]})
+    inc = label(seed_file(tmp_path, seeds), tmp_path / "inc", cfg, models, show_progress=False)
     # Rows of old clips must be identical (cache hits). New clips' rows may differ from the full
     # run's: bf16 batched decoding depends on the batch a prompt lands in (re-runs of the same
     # input are byte-identical; tests/components/label).

@@ -20,6 +20,7 @@ from components.label.template import generator_messages, shared_text
 from components.label.units import plan_batches
 from tests.bench.conftest import cpu, module_at
 from tests.bench.test_bench_label import HostLoad, _seeds
+from tests.components.label.helpers import seed_file
 
 pytestmark = pytest.mark.bench
 CLIPS, PER_CLIP, NEW_TOKENS = 16, 4, 40
@@ -85,7 +86,7 @@ def test_label_engines(tmp_path: Path, repo: Path, embedded_models: dict[str, Pa
     for name, (cfg, backend) in runs.items():
         out = tmp_path / name.replace("/", "-")
         t0 = time.perf_counter()
-        stats = label(seeds, out, cfg, prof.models.model_copy(update={"llm": str(llm)}), cache_dir=out / "cache",
+        stats = label(seed_file(tmp_path, seeds), out, cfg, prof.models.model_copy(update={"llm": str(llm)}), cache_dir=out / "cache",
                       backend=backend(), show_progress=False)
         yields[name] = {"seconds": round(time.perf_counter() - t0, 1), "requests": stats["requests"],
                         "rows_written": stats["rows_written"], "choice_rows": stats["choice_rows"],

@@ -17,7 +17,7 @@ from components.config import ModelsConfig
 from components.label.run import label
 from components.stack import procs
 from tests.bench.conftest import cpu
-from tests.components.label.helpers import label_cfg, read_rows, seed_rows
+from tests.components.label.helpers import label_cfg, read_rows, seed_file, seed_rows
 from tests.components.label.test_openai_llama import _argv
 from tests.flows.servers import on_free_port
 
@@ -27,7 +27,7 @@ SEEDS = 24
 
 def _run(name: str, seeds: list[dict], out: Path, models: ModelsConfig, **cfg) -> dict:
     t0 = time.perf_counter()
-    stats = label(seeds, out, label_cfg(max_retries=0, instructions_per_clip=1, max_new_tokens=40, **cfg), models,
+    stats = label(seed_file(out.parent, seeds), out, label_cfg(max_retries=0, instructions_per_clip=1, max_new_tokens=40, **cfg), models,
                   show_progress=False)
     wall = time.perf_counter() - t0
     assert stats["generated"] == len(seeds) and stats["cache_hits"] == 0, name

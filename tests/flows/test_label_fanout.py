@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,24 +13,11 @@ import pytest
 from components.config import apply_overrides, load_params
 from flows.label import label_shards, make_task_runner
 from flows.settings import FlowSettings
-from tests.components.label.helpers import cached_responses, seed_rows, write_jsonl
+from tests.components.label.helpers import cached_responses, seed_file, seed_rows, write_jsonl
 from tests.conftest import REPO
+from tests.flows.fanout import settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):  # its own temporary server and db
-        yield
-
-
-def settings(**over: object) -> FlowSettings:
-    base = dict(task_runner="threads", task_workers=2, cluster_address=None, stage_retries=0, push_retries=0,
-                push_retry_delays=[0.0])
-    return FlowSettings(**{**base, **over})  # type: ignore[arg-type]
 
 
 def label_params(tmp_path: Path, llm: Path, shard_rows: int = 2, max_new_tokens: int = 8) -> Path:
@@ -54,7 +40,7 @@ def assert_same_shards(a: Path, b: Path, n: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def threads12(tmp_path_factory: pytest.TempPathFactory, prefect_server: None,
+def threads12(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None,
               embedded_models: dict[str, Path]) -> dict[str, Path]:
     """12 seeds in 2 units (16-token answers) labelled on the thread pool: what the killed clusters must match."""
     tmp = tmp_path_factory.mktemp("threads12")
@@ -79,7 +65,7 @@ def test_runner_choice_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         FlowSettings.from_env()
 
 
-def test_units_fan_out_on_threads_and_match_sequential_label(tmp_path: Path, prefect_server: None,
+def test_units_fan_out_on_threads_and_match_sequential_label(tmp_path: Path, prefect_harness: None,
                                                              embedded_models: dict[str, Path]) -> None:
     from prefect import get_client
 
@@ -105,11 +91,11 @@ def test_units_fan_out_on_threads_and_match_sequential_label(tmp_path: Path, pre
 
     # The same shards, byte for byte, as the in-process sequential run of `desta label`.
     prof = load_params(params).active
-    label([*map(dict, seed_rows(8))], tmp_path / "seq", prof.label, prof.models, show_progress=False)
+    label(seed_file(tmp_path, seed_rows(8)), tmp_path / "seq", prof.label, prof.models, show_progress=False)
     assert_same_shards(tmp_path / "fan", tmp_path / "seq", 4)
 
 
-def test_units_on_a_local_dask_cluster_match_threads(tmp_path: Path, prefect_server: None,
+def test_units_on_a_local_dask_cluster_match_threads(tmp_path: Path, prefect_harness: None,
                                                      embedded_models: dict[str, Path]) -> None:
     """DESTA_TASK_RUNNER=dask with no address: a LocalCluster of two worker processes is started for the
     run, each loads its own model, and the shards are byte-identical to the thread pool's."""

@@ -80,3 +80,9 @@ def cached_responses(out: Path) -> int:
             return con.execute("SELECT count(*) FROM responses").fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+def seed_file(where: Path, rows: list[dict[str, Any]]) -> Path:
+    """`rows` as a seeds JSONL file under `where` (what the label stage reads), named by its content."""
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    return write_jsonl(where / f"seeds-{hashlib.sha256(text.encode()).hexdigest()[:12]}.jsonl", rows)

@@ -3,6 +3,8 @@ actually gave on the embedded corpus."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from components.config import LabelConfig
@@ -80,12 +82,17 @@ def _seed(i: int, speaker: str | None, split: str = "train") -> dict:
 def test_speaker_cap_keeps_a_stable_subset_and_counts_the_rest() -> None:
     seeds = [_seed(i, "big") for i in range(40)] + [_seed(100 + i, "small") for i in range(3)] \
         + [_seed(200, None), _seed(201, "big", "test")]
-    rows, skipped = select_seeds(seeds, LabelConfig(max_clips_per_speaker=5))
+    kept, skipped = select_seeds(iter(seeds), LabelConfig(max_clips_per_speaker=5))  # a stream will do
+    rows = [seeds[i] for i in kept]
     assert skipped == {"split": 1, "speaker_cap": 35}
     assert sum(r["speaker"] == "big" for r in rows) == 5 and sum(r["speaker"] == "small" for r in rows) == 3
     assert any(r["speaker"] is None for r in rows)  # no speaker: never capped
-    assert [r["id"] for r in rows] == [s["id"] for s in seeds if s in rows]  # input order kept
+    assert list(kept) == sorted(kept)  # input order kept
+    # the kept subset is the first five of the speaker's clips in the per-(seed, clip) hash order
+    ranked = sorted((s for s in seeds[:40]), key=lambda s: hashlib.sha256(f"{LabelConfig().seed}\x00{s['id']}".encode()).hexdigest())
+    assert {r["id"] for r in rows if r["speaker"] == "big"} == {s["id"] for s in ranked[:5]}
     # a new clip of a capped speaker displaces at most one old clip
-    again, _ = select_seeds(seeds + [_seed(300, "big")], LabelConfig(max_clips_per_speaker=5))
-    assert len({r["id"] for r in rows} - {r["id"] for r in again}) <= 1
+    more = seeds + [_seed(300, "big")]
+    again, _ = select_seeds(more, LabelConfig(max_clips_per_speaker=5))
+    assert len({r["id"] for r in rows} - {more[i]["id"] for i in again}) <= 1
     assert select_seeds(seeds, LabelConfig())[1] == {"split": 1, "speaker_cap": 0}

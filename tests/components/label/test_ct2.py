@@ -12,7 +12,7 @@ import pytest
 
 from components.label import template
 from components.label.backends.base import Request
-from tests.components.label.helpers import label_cfg, read_rows, seed_rows
+from tests.components.label.helpers import label_cfg, read_rows, seed_file, seed_rows
 
 INSTRUCTIONS = ["Describe the speaker's voice.", "What is the gender of the speaker?",
                 "How fast is the speaker talking?", "What sound is heard?"]
@@ -81,13 +81,13 @@ def test_label_with_ct2_regenerates_and_records_its_engine(tmp_path: Path, model
     from components.label.run import PROVENANCE, STATS, label
 
     seeds, cache = seed_rows(6), tmp_path / "cache"
-    label(seeds, tmp_path / "hf", label_cfg(), models, cache_dir=cache, backend=hf_backend, show_progress=False)
-    stats = label(seeds, tmp_path / "ct2", label_cfg(backend="ct2"), models, cache_dir=cache, backend=ct2,
+    label(seed_file(tmp_path, seeds), tmp_path / "hf", label_cfg(), models, cache_dir=cache, backend=hf_backend, show_progress=False)
+    stats = label(seed_file(tmp_path, seeds), tmp_path / "ct2", label_cfg(backend="ct2"), models, cache_dir=cache, backend=ct2,
                   show_progress=False)
     assert stats["cache_hits"] == 0 and stats["generated"] == stats["requests"] > 0  # another engine: nothing reused
     assert stats["engine"] == ct2.engine and stats["backend"] == "ct2"
     prov = json.loads((tmp_path / "ct2" / "shards" / PROVENANCE).read_text())
     assert prov["engine"] == ct2.engine
     assert read_rows(tmp_path / "ct2") and json.loads((tmp_path / "ct2" / STATS).read_text())["rows_written"] > 0
-    again = label(seeds, tmp_path / "ct2", label_cfg(backend="ct2"), models, cache_dir=cache, show_progress=False)
+    again = label(seed_file(tmp_path, seeds), tmp_path / "ct2", label_cfg(backend="ct2"), models, cache_dir=cache, show_progress=False)
     assert again["generated"] == 0 and again["cache_hits"] == stats["requests"]  # a re-run loads nothing

@@ -17,14 +17,14 @@ from components.label.attributes import seed_value
 from components.label.choices import CHOICES, SUFFIX
 from components.label.generator import GeneratorMismatchWarning
 from components.label.pool import load_pool
-from components.label.rows import ROW_KEYS, read_seed_rows
+from components.label.rows import ROW_KEYS
 from components.label.run import PROVENANCE, QUARANTINE_DIR, STATS, label
-from tests.components.label.helpers import label_cfg, read_rows, seed_rows, shard_bytes, write_jsonl
+from tests.components.label.helpers import label_cfg, read_rows, seed_file, seed_rows, shard_bytes, write_jsonl
 
 
 def test_rows_schema_stats_and_provenance(tmp_path: Path, models: ModelsConfig, hf_backend) -> None:
     seeds = seed_rows(6) + [{**seed_rows(1, start=100)[0], "split": "test"}]
-    stats = label(seeds, tmp_path / "out", label_cfg(instructions_per_clip=2), models, backend=hf_backend,
+    stats = label(seed_file(tmp_path, seeds), tmp_path / "out", label_cfg(instructions_per_clip=2), models, backend=hf_backend,
                   show_progress=False)
     out = tmp_path / "out"
     rows = read_rows(out)
@@ -62,8 +62,8 @@ def test_rows_schema_stats_and_provenance(tmp_path: Path, models: ModelsConfig, 
 
 def test_same_inputs_give_byte_identical_shards(tmp_path: Path, models: ModelsConfig, hf_backend) -> None:
     seeds = seed_rows(9)
-    a = label(seeds, tmp_path / "a", label_cfg(), models, backend=hf_backend, show_progress=False)
-    b = label(seeds, tmp_path / "b", label_cfg(), models, backend=hf_backend, show_progress=False)
+    a = label(seed_file(tmp_path, seeds), tmp_path / "a", label_cfg(), models, backend=hf_backend, show_progress=False)
+    b = label(seed_file(tmp_path, seeds), tmp_path / "b", label_cfg(), models, backend=hf_backend, show_progress=False)
     assert a["generated"] == b["generated"] > 0 and b["cache_hits"] == 0  # b really generated again
     assert shard_bytes(tmp_path / "a") == shard_bytes(tmp_path / "b")
     assert len(shard_bytes(tmp_path / "a")) == 3  # two shards (8 + 1 rows) + provenance
@@ -72,20 +72,20 @@ def test_same_inputs_give_byte_identical_shards(tmp_path: Path, models: ModelsCo
 def test_cache_noop_incremental_and_decoding_change(tmp_path: Path, models: ModelsConfig, hf_backend,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     out, seeds = tmp_path / "out", seed_rows(10)
-    first = label(seeds, out, label_cfg(), models, backend=hf_backend, show_progress=False)
+    first = label(seed_file(tmp_path, seeds), out, label_cfg(), models, backend=hf_backend, show_progress=False)
     before = shard_bytes(out)
     assert first["generated_by_attempt"][0] == 10
 
     # Re-run: a no-op that never even loads a model.
     monkeypatch.setattr(units_mod, "make_backend", lambda *a, **k: pytest.fail("model loaded on a no-op re-run"))
-    again = label(seeds, out, label_cfg(), models, show_progress=False)
+    again = label(seed_file(tmp_path, seeds), out, label_cfg(), models, show_progress=False)
     assert again["generated"] == 0 and again["cache_hits"] == again["requests"] == first["requests"]
     assert shard_bytes(out) == before
     monkeypatch.undo()
 
     # 10 % new clips (appended): only they are generated; untouched shards stay byte-identical.
     new = seed_rows(1, start=10)
-    inc = label(seeds + new, out, label_cfg(), models, backend=hf_backend, show_progress=False)
+    inc = label(seed_file(tmp_path, seeds + new), out, label_cfg(), models, backend=hf_backend, show_progress=False)
     assert inc["generated_by_attempt"][0] == 1
     assert inc["generated"] <= 2  # first attempt + at most one retry
     after = shard_bytes(out)
@@ -95,7 +95,7 @@ def test_cache_noop_incremental_and_decoding_change(tmp_path: Path, models: Mode
 
     # A decoding param that only retries use: greedy first attempts all hit, exactly the retries regenerate.
     retries = inc["requests"] - 11  # max_retries=1: one retry request per row filtered at the first attempt
-    hot = label(seeds + new, out, label_cfg(retry_temperature=0.9), models, backend=hf_backend, show_progress=False)
+    hot = label(seed_file(tmp_path, seeds + new), out, label_cfg(retry_temperature=0.9), models, backend=hf_backend, show_progress=False)
     assert hot["generated_by_attempt"][0] == 0 and hot["cache_hits"] == 11
     assert hot["generated"] == retries > 0
 
@@ -105,7 +105,7 @@ def test_generator_change_regenerates_everything_and_is_recorded(tmp_path: Path,
     seeds = seed_rows(6)
     out = tmp_path / "out"
     cfg = label_cfg(max_retries=0)
-    label(seeds, out, cfg, models, backend=hf_backend, show_progress=False)
+    label(seed_file(tmp_path, seeds), out, cfg, models, backend=hf_backend, show_progress=False)
 
     other = tmp_path / "tiny-llm"  # another generator: a small random Llama with the same tokenizer
     AutoTokenizer.from_pretrained(llm_dir).save_pretrained(other)
@@ -115,14 +115,14 @@ def test_generator_change_regenerates_everything_and_is_recorded(tmp_path: Path,
                                  bos_token_id=1, tie_word_embeddings=True)).save_pretrained(other)
     swapped = ModelsConfig(whisper="unused", llm=models.llm, generator=str(other))
     with pytest.warns(GeneratorMismatchWarning, match="not be self-generated"):
-        s = label(seeds, out, cfg, swapped, show_progress=False)
+        s = label(seed_file(tmp_path, seeds), out, cfg, swapped, show_progress=False)
     assert s["generated"] == s["requests"] == 6 and s["cache_hits"] == 0 and s["self_generated"] is False
     prov = json.loads((out / "shards" / PROVENANCE).read_text())
     assert prov["generator"]["name"] == str(other) and prov["generator"]["self_generated"] is False
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", GeneratorMismatchWarning)  # back to the backbone: no warning, all cached
-        back = label(seeds, out, cfg, models, backend=hf_backend, show_progress=False)
+        back = label(seed_file(tmp_path, seeds), out, cfg, models, backend=hf_backend, show_progress=False)
     assert back["generated"] == 0 and back["cache_hits"] == 6
 
 
@@ -132,7 +132,6 @@ def test_cli_reads_a_seeds_dir(tmp_path: Path, repo: Path, llm_dir: Path) -> Non
     from components.label.cli import app
 
     write_jsonl(tmp_path / "seeds" / "shards" / "seeds-000000.jsonl", seed_rows(3))
-    assert len(read_seed_rows(tmp_path / "seeds")) == 3
     params = tmp_path / "params.yaml"
     raw = __import__("yaml").safe_load((repo / "params.yaml").read_text())
     raw["tiny"]["models"]["llm"] = str(llm_dir)
@@ -172,9 +171,9 @@ def test_units_fan_out_like_label(tmp_path: Path, models: ModelsConfig, hf_backe
     from components.label.units import plan_units, prepare_job
 
     seeds = seed_rows(9)
-    label(seeds, tmp_path / "a", label_cfg(), models, backend=hf_backend, show_progress=False)
+    label(seed_file(tmp_path, seeds), tmp_path / "a", label_cfg(), models, backend=hf_backend, show_progress=False)
     job = prepare_job(tmp_path / "b", label_cfg(), models, cache_dir=tmp_path / "a" / "cache")
-    units = plan_units(seeds, job)
+    units = plan_units(seed_file(tmp_path, seeds), job)
     job, units = pickle.loads(pickle.dumps((job, units)))  # what a Dask/Ray runner ships to workers
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda u: run_unit(u, job), units))
@@ -189,7 +188,7 @@ def test_focus_keeps_only_right_voice_statements(tmp_path: Path, models: ModelsC
     from components.label.attributes import contradicts, mentions, sentences
 
     seeds = seed_rows(10)
-    stats = label(seeds, tmp_path / "out", label_cfg(instructions_per_clip=2, focus=True, kinds=None),
+    stats = label(seed_file(tmp_path, seeds), tmp_path / "out", label_cfg(instructions_per_clip=2, focus=True, kinds=None),
                   models, backend=hf_backend, show_progress=False)
     rows = read_rows(tmp_path / "out")
     by_seed = {s["id"]: s for s in seeds}
@@ -209,7 +208,7 @@ def test_stats_count_kept_rows_per_asked_value(tmp_path: Path, models: ModelsCon
     """A labeller that favours one answer must show in stats: kept rows per asked attribute value."""
     seeds = [s for s in seed_rows(10) if s["kind"] == "speech"]
     cfg = label_cfg(instructions_per_clip=2, focus=True, kinds=["brief"])
-    stats = label(seeds, tmp_path / "out", cfg, models, cache_dir=tmp_path / "cache", backend=hf_backend,
+    stats = label(seed_file(tmp_path, seeds), tmp_path / "out", cfg, models, cache_dir=tmp_path / "cache", backend=hf_backend,
                   show_progress=False)
     rows = read_rows(tmp_path / "out")
     requires = {i.text: i.requires for i in load_pool().instructions}
@@ -219,7 +218,7 @@ def test_stats_count_kept_rows_per_asked_value(tmp_path: Path, models: ModelsCon
 
     # label.choice_rows: the same answers (cache hits), each followed by its choice-format copy whose
     # response is the seed's value, among options named in the prompt.
-    both = label(seeds, tmp_path / "choices", cfg.model_copy(update={"choice_rows": True}), models,
+    both = label(seed_file(tmp_path, seeds), tmp_path / "choices", cfg.model_copy(update={"choice_rows": True}), models,
                  cache_dir=tmp_path / "cache", backend=hf_backend, show_progress=False)
     with_choices = read_rows(tmp_path / "choices")
     plain = [r for r in with_choices if not r["id"].endswith(SUFFIX)]

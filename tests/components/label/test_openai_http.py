@@ -15,7 +15,7 @@ from components.config import ModelsConfig
 from components.label.backends.openai_http import EndpointError, OpenAIBackend
 from components.label.backends import Request
 from components.label.run import label
-from tests.components.label.helpers import label_cfg, read_rows, seed_rows
+from tests.components.label.helpers import label_cfg, read_rows, seed_file, seed_rows
 from tests.flows.workspace import refused_port
 
 SERVER = Path(__file__).with_name("openai_server.py")
@@ -55,7 +55,7 @@ def test_openai_backend_retries_an_injected_failure(server: str, tmp_path: Path,
     seeds = seed_rows(4)
     cfg = label_cfg(backend="openai", openai_base_url=f"{server}/v1", concurrency=2, max_retries=0,
                     request_timeout=60)
-    stats = label(seeds, tmp_path / "out", cfg, models, show_progress=False)
+    stats = label(seed_file(tmp_path, seeds), tmp_path / "out", cfg, models, show_progress=False)
     served = httpx.get(f"{server}/stats").json()
     assert served == {"requests": 5, "failed": 1}  # 4 prompts + 1 retry of the one that got a 500
     assert stats["backend_stats"] == {"http_requests": 5, "http_retries": 1}
@@ -63,7 +63,7 @@ def test_openai_backend_retries_an_injected_failure(server: str, tmp_path: Path,
     assert stats["rows_written"] + stats["quarantined"] == 4
     for row in read_rows(tmp_path / "out"):
         assert row["messages"][1]["content"].startswith("<|AUDIO|>\n")
-    again = label(seeds, tmp_path / "out", cfg, models, show_progress=False)  # cached: no request at all
+    again = label(seed_file(tmp_path, seeds), tmp_path / "out", cfg, models, show_progress=False)  # cached: no request at all
     assert again["generated"] == 0 and httpx.get(f"{server}/stats").json()["requests"] == 5
 
 

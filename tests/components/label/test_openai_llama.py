@@ -23,7 +23,7 @@ import pytest
 from components.config import ModelsConfig
 from components.label.run import label
 from components.stack import procs
-from tests.components.label.helpers import cached_responses, label_cfg, read_rows, seed_rows, shard_bytes
+from tests.components.label.helpers import cached_responses, label_cfg, read_rows, seed_file, seed_rows, shard_bytes
 from tests.flows.servers import on_free_port, wait_http
 
 pytestmark = pytest.mark.slow
@@ -93,7 +93,7 @@ def test_llama_server_killed_mid_run_is_retried_through_and_the_cache_resumes(
     killer = threading.Thread(target=kill_and_restart, daemon=True)
     killer.start()
     t0 = time.monotonic()
-    stats = label(seeds, out, cfg, models, show_progress=False)
+    stats = label(seed_file(tmp_path, seeds), out, cfg, models, show_progress=False)
     killer.join(150)
     assert "killed" in events and "back" in events, "the server was not killed and restarted mid-run"
     assert events["killed"] < t0 + stats["wall_seconds"], "the kill came after the run"
@@ -109,7 +109,7 @@ def test_llama_server_killed_mid_run_is_retried_through_and_the_cache_resumes(
 
     # The re-run asks the server nothing: every response is in the cache; the shards are the same bytes.
     before = shard_bytes(out)
-    again = label(seeds, out, cfg, models, show_progress=False)
+    again = label(seed_file(tmp_path, seeds), out, cfg, models, show_progress=False)
     assert again["generated"] == 0 and again["cache_hits"] == 12 and again["backend_stats"] == {}
     assert shard_bytes(out) == before
 

@@ -14,7 +14,7 @@ import yaml
 
 from components.config import ModelsConfig
 from components.label.run import label
-from tests.components.label.helpers import cached_responses, label_cfg, seed_rows, shard_bytes, write_jsonl
+from tests.components.label.helpers import cached_responses, label_cfg, seed_file, seed_rows, shard_bytes, write_jsonl
 
 N_SEEDS = 16  # 2 shards of 8 rows, 2 batches of 4 each per attempt
 
@@ -65,7 +65,7 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path, repo: Path, llm_dir: Path, m
     assert done.returncode == 0, stderr
 
     # The reference: one uninterrupted run (in-process, same model and settings, its own cache).
-    label(seeds, tmp_path / "clean", label_cfg(), models, backend=hf_backend, show_progress=False)
+    label(seed_file(tmp_path, seeds), tmp_path / "clean", label_cfg(), models, backend=hf_backend, show_progress=False)
     assert shard_bytes(out) == shard_bytes(tmp_path / "clean")
     assert not [p for p in (out / "shards").iterdir() if p.name.startswith(".")]  # no temp files left
     ids = [json.loads(line)["id"] for p in _shards(out) for line in p.read_text().splitlines()]

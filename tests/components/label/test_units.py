@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import ConfigError, LabelConfig, parse_params
+from components.config import ConfigError, LabelConfig, ModelsConfig, parse_params
 from components.label import filters
 from components.label.backends import Request
 from components.label.cache import Cached, ResponseCache, cache_key
 from components.label.pool import DEFAULT_POOL, draw, eligible, load_pool, restrict
-from components.label.rows import ROW_KEYS, aqa_row, read_seed_rows, row_id
+from components.label.rows import ROW_KEYS, aqa_row, row_id
 from components.label.units import plan_batches
-from tests.components.label.helpers import seed_rows, write_jsonl
+from components.records import DamagedFile
+from tests.components.label.helpers import label_cfg, seed_rows, write_jsonl
 
 PAPER_KINDS = {"describe", "summarise", "emotion", "gender", "pitch", "speed", "volume", "sound_event",
                "content", "creative", "reasoning", "format"}
@@ -137,16 +138,50 @@ def test_aqa_row_exact_schema() -> None:
     assert row_id("x", 0) != row_id("x", 1)
 
 
-def test_read_seed_rows_checks_contract(tmp_path: Path) -> None:
+def _plan(seeds: Path, tmp_path: Path, models: ModelsConfig, **cfg: object) -> list:
+    from components.label.units import plan_units, prepare_job
+
+    return plan_units(seeds, prepare_job(tmp_path / "out", label_cfg(**cfg), models))
+
+
+def test_plan_checks_the_seed_contract(tmp_path: Path, models: ModelsConfig) -> None:
     rows = seed_rows(3)
     minimal = [{k: r[k] for k in ("id", "dataset", "audio", "seed_description")} for r in rows]
-    assert len(read_seed_rows(write_jsonl(tmp_path / "ok.jsonl", minimal))) == 3  # transcript is optional
-    with pytest.raises(ValueError, match="lacks seed_description"):
-        read_seed_rows(write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "seed_description": ""}]))
-    with pytest.raises(ValueError, match="duplicate seed id"):
-        read_seed_rows(write_jsonl(tmp_path / "dup.jsonl", [rows[0], rows[0]]))
+    units = _plan(write_jsonl(tmp_path / "ok.jsonl", minimal), tmp_path, models)  # transcript is optional
+    assert sum(u.clips for u in units) == 3
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: seed row lacks seed_description"):
+        _plan(write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "seed_description": ""}]), tmp_path, models)
+    with pytest.raises(ValueError, match=r"dup.jsonl:2: duplicate seed id"):
+        _plan(write_jsonl(tmp_path / "dup.jsonl", [rows[0], rows[0]]), tmp_path, models)
+    (tmp_path / "torn.jsonl").write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[1])[:40] + "\n")
+    with pytest.raises(DamagedFile, match=r"torn.jsonl:2: not a JSON line"):
+        _plan(tmp_path / "torn.jsonl", tmp_path, models)
     with pytest.raises(FileNotFoundError):
-        read_seed_rows(tmp_path / "missing")
+        _plan(tmp_path / "missing", tmp_path, models)
+    with pytest.raises(ValueError, match="no seed rows in"):
+        _plan(write_jsonl(tmp_path / "empty.jsonl", []), tmp_path, models)
+
+
+def test_units_hold_references_and_read_their_own_rows(tmp_path: Path, models: ModelsConfig) -> None:
+    """Units cut across seed shards (and across a skipped row and a blank line) read back exactly the
+    chosen rows in input order, as SEED_FIELDS; pickled units carry offsets, not rows."""
+    import pickle
+
+    from components.label.units import SEED_FIELDS
+
+    rows = seed_rows(11)
+    rows[4] = {**rows[4], "split": "test"}  # skipped by label.splits
+    shards = tmp_path / "seeds" / "shards"
+    write_jsonl(shards / "seeds-000000.jsonl", rows[:5])
+    write_jsonl(shards / "seeds-000001.jsonl", rows[5:])
+    (shards / "seeds-000001.jsonl").write_text("\n" + (shards / "seeds-000001.jsonl").read_text())
+    units = _plan(tmp_path / "seeds", tmp_path, models, shard_rows=3, instructions_per_clip=1)
+    assert [u.clips for u in units] == [3, 3, 3, 1] and [u.size for u in units] == [3, 3, 3, 1]
+    assert len(units[1].lines) == 2  # rows 3 and 5-6: two files
+    want = [{f: r.get(f) for f in SEED_FIELDS} for r in rows if r.get("split") != "test"]
+    assert [s for u in units for s in u.seeds()] == want
+    assert [s for u in pickle.loads(pickle.dumps(units)) for s in u.seeds()] == want
+    assert len(pickle.dumps(units[0])) < sum(len(json.dumps(r)) for r in rows[:3])
 
 
 def test_cache_key_covers_every_input() -> None:
