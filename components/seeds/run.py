@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
 from components import measure as A
@@ -20,7 +18,7 @@ from components.audio import audio_ref, read_audio_ref
 from components.config import SeedsConfig
 from components.measure import looks_like_speech
 from components.progress import progress_bar
-from components.records import MANIFEST, SEED_SHARD_DIR, read_jsonl
+from components.records import MANIFEST, SEED_SHARD_DIR, iter_jsonl, rewrite
 from components.seeds.describe import sound_description, speech_description
 from components.seeds.split import assign_splits
 from components.model.transcribe import Engine, make_transcriber
@@ -28,13 +26,6 @@ from components.text import wer
 from components.vocab import LEVELS, SPEEDS
 
 REPORT = "report.json"
-
-
-@dataclass
-class Clip:
-    row: dict[str, Any]
-    ref: str
-    wav: torch.Tensor
 
 
 CHUNK_BATCHES = 8  # Whisper batches per chunk (= one task when fanned out)
@@ -72,20 +63,18 @@ MapChunks = Callable[[list[list[str]], WhisperJob, Callable[[int], None]], list[
 
 
 def transcribe_chunk(refs: list[str], job: WhisperJob, on_batch: Callable[[int], None] | None = None,
-                     engine: Engine | None = None, wavs: dict[str, np.ndarray] | None = None) -> ChunkResult:
-    """Whisper's greedy text of each clip reference (from `wavs` when given, else read from the job's data
-    root), by `engine` or this process's engine for the job."""
-    clips = [wavs[r] if wavs is not None else read_audio_ref(Path(job.data_root), r)[0] for r in refs]
+                     engine: Engine | None = None) -> ChunkResult:
+    """Whisper's greedy text of each clip reference (read from the job's data root), by `engine` or this
+    process's engine for the job."""
+    clips = [read_audio_ref(Path(job.data_root), r)[0] for r in refs]
     engine = engine or job.worker_engine()
     return ChunkResult(engine.engine, engine(clips, on_batch=on_batch))
 
 
-def run_in_process(chunks: list[list[str]], job: WhisperJob, advance: Callable[[int], None],
-                   wavs: dict[str, np.ndarray] | None = None) -> list[ChunkResult]:
-    """One engine for this call (freed after it: a long-lived process keeps no model), chunk after chunk,
-    on the clips already in memory when given."""
+def run_in_process(chunks: list[list[str]], job: WhisperJob, advance: Callable[[int], None]) -> list[ChunkResult]:
+    """One engine for this call (freed after it: a long-lived process keeps no model), chunk after chunk."""
     engine = job.load() if chunks else None
-    return [transcribe_chunk(c, job, advance, engine, wavs) for c in chunks]
+    return [transcribe_chunk(c, job, advance, engine) for c in chunks]
 
 
 def whisper_chunks(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -127,6 +116,53 @@ def _attributes(meta: dict[str, Any], m: A.Measured, transcript: str, cfg: Seeds
     return out
 
 
+class Heard(NamedTuple):
+    """What one pass over a clip's audio leaves for the later passes (the samples are not kept)."""
+
+    ref: str
+    measured: A.Measured
+    samples: int
+
+
+def _seed_row(row: dict[str, Any], heard: Heard, whisper_text: str | None, cfg: SeedsConfig) -> dict[str, Any]:
+    """The seed row of one manifest row (without its split): metadata first, else measured, else Whisper."""
+    m, meta = heard.measured, row["metadata"]
+    given = meta.get("transcript")
+    transcript = given or whisper_text or ""
+    kind = meta.get("kind") or ("speech" if looks_like_speech(transcript, m) else "sound")
+    if kind == "speech":
+        attrs = _attributes(meta, m, transcript, cfg)
+        desc = speech_description(m.duration, transcript, {k: v["value"] for k, v in attrs.items()})
+    else:
+        attrs = {"Audio category": {"value": str(meta.get("category", "unknown")), "source": "metadata" if meta.get("category") else "unknown"}}
+        transcript = None
+        desc = sound_description(m.duration, attrs["Audio category"]["value"])
+    return {
+        "id": row["id"],
+        "dataset": row["dataset"],
+        "audio": heard.ref,
+        "transcript": transcript or None,
+        "seed_description": desc,
+        "kind": kind,
+        "speaker": meta.get("speaker"),
+        "transcript_source": ("metadata" if given else "whisper") if kind == "speech" else None,
+        "whisper_transcript": whisper_text,
+        "attributes": attrs,
+        "measured": {"pitch_hz": m.pitch_hz, "loudness_db": m.loudness_db, "voiced_seconds": m.voiced_seconds,
+                     "duration": m.duration},
+        "synth": meta.get("synth"),
+    }
+
+
+def _rows(manifest: Path) -> Iterator[dict[str, Any]]:
+    return iter_jsonl(manifest, rewrite("`desta ingest`"))
+
+
+def _count_rows(manifest: Path) -> int:
+    with manifest.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
 def build_seeds(
     manifest_dir: Path,
     data_root: Path,
@@ -135,121 +171,133 @@ def build_seeds(
     cfg: SeedsConfig,
     test_fraction: float = 0.2,
     show_progress: bool = True,
-    map_chunks: MapChunks | None = None,
+    map_chunks: MapChunks = run_in_process,
 ) -> dict[str, Any]:
     """Write seed rows for every clip in manifest_dir/manifest.jsonl; returns the report. Whisper's
-    chunks run through `map_chunks` (default: here, one after another; flows/seeds.py: as tasks)."""
-    rows = read_jsonl(manifest_dir / MANIFEST)
-    if not rows:
-        raise ValueError(f"no clips in {manifest_dir / MANIFEST}: run `desta ingest` first")
-    clips: list[Clip] = []
-    with progress_bar("seeds: measure", total=len(rows), enabled=show_progress, unit="clips") as advance:
-        for row in rows:
+    chunks run through `map_chunks` (default: here, one after another; flows/seeds.py: as tasks).
+
+    The manifest is read three times, streaming (measure, split, write): between the passes a reference,
+    the measurements and the length of each clip are kept, and Whisper's text of the clips it heard; never
+    a clip's audio after it is measured, nor every seed row (7,000 hours of audio are ~1.6 TB as samples)."""
+    manifest = manifest_dir / MANIFEST
+    total = _count_rows(manifest) if manifest.is_file() else 0
+    if not total:
+        raise ValueError(f"no clips in {manifest}: run `desta ingest` first")
+    heard: list[Heard] = []
+    # Whisper hears clips without a given transcript, and a sample of the others for the WER report (the
+    # first `report_clips_per_dataset` by content id per dataset, so the sample is stable).
+    need: list[int] = []
+    given: dict[str, list[tuple[str, int]]] = {}
+    k = cfg.report_clips_per_dataset
+    with progress_bar("seeds: measure", total=total, enabled=show_progress, unit="clips") as advance:
+        for i, row in enumerate(_rows(manifest)):
             ref = audio_ref(manifest_dir, data_root, row)
             data, _ = read_audio_ref(data_root, ref)
-            clips.append(Clip(row, ref, torch.from_numpy(data)))
+            heard.append(Heard(ref, A.measure(torch.from_numpy(data)), len(data)))
+            if row["metadata"].get("transcript"):
+                sample = given.setdefault(row["dataset"], [])
+                sample.append((row["id"], i))
+                if len(sample) > 4 * k + 64:  # keep the k smallest ids only
+                    sample.sort()
+                    del sample[k:]
+            elif row["metadata"].get("kind") != "sound":
+                need.append(i)
             advance(1)
-    measured = [A.measure(c.wav) for c in clips]
-
-    # Whisper runs on clips without a given transcript, and on a sample of the others for the WER
-    # report (a fixed number per dataset, picked by content id so the sample is stable).
-    need = [i for i, c in enumerate(clips) if c.row["metadata"].get("kind") != "sound"
-            and not c.row["metadata"].get("transcript")]
-    given: dict[str, list[int]] = {}
-    for i, c in enumerate(clips):
-        if c.row["metadata"].get("transcript"):
-            given.setdefault(c.row["dataset"], []).append(i)
-    for idx in given.values():
-        need += sorted(idx, key=lambda i: clips[i].row["id"])[: cfg.report_clips_per_dataset]
-    need.sort()
-    # In one process the clips measured above are heard from memory; tasks read theirs from the data root.
-    map_chunks = map_chunks or partial(run_in_process, wavs={clips[i].ref: clips[i].wav.numpy() for i in need})
+    need = sorted(need + [i for sample in given.values() for _, i in sorted(sample)[:k]])
     job = WhisperJob(cfg.engine, _local(whisper_dir), cfg.whisper_batch_size, str(Path(data_root).absolute()))
-    chunks = whisper_chunks([len(clips[i].wav) for i in need], cfg.whisper_batch_size)
+    chunks = whisper_chunks([heard[i].samples for i in need], cfg.whisper_batch_size)
     with progress_bar("seeds: whisper", total=len(need), enabled=show_progress, unit="clips") as advance:
-        done = map_chunks([[clips[need[k]].ref for k in chunk] for chunk in chunks], job, advance)
-    whisper = {need[k]: text for chunk, result in zip(chunks, done) for k, text in zip(chunk, result.texts)}
+        done = map_chunks([[heard[need[c]].ref for c in chunk] for chunk in chunks], job, advance)
+    whisper = {need[c]: text for chunk, result in zip(chunks, done) for c, text in zip(chunk, result.texts)}
     engine = done[0].engine if done else job.load().engine
 
-    out_rows: list[dict[str, Any]] = []
-    for i, (clip, m) in enumerate(zip(clips, measured)):
-        meta = clip.row["metadata"]
-        given = meta.get("transcript")
-        transcript = given or whisper.get(i, "")
-        kind = meta.get("kind") or ("speech" if looks_like_speech(transcript, m) else "sound")
-        if kind == "speech":
-            attrs = _attributes(meta, m, transcript, cfg)
-            desc = speech_description(m.duration, transcript, {k: v["value"] for k, v in attrs.items()})
-        else:
-            attrs = {"Audio category": {"value": str(meta.get("category", "unknown")), "source": "metadata" if meta.get("category") else "unknown"}}
-            transcript = None
-            desc = sound_description(m.duration, attrs["Audio category"]["value"])
-        out_rows.append({
-            "id": clip.row["id"],
-            "dataset": clip.row["dataset"],
-            "audio": clip.ref,
-            "transcript": transcript or None,
-            "seed_description": desc,
-            "kind": kind,
-            "speaker": meta.get("speaker"),
-            "transcript_source": ("metadata" if given else "whisper") if kind == "speech" else None,
-            "whisper_transcript": whisper.get(i),
-            "attributes": attrs,
-            "measured": {"pitch_hz": m.pitch_hz, "loudness_db": m.loudness_db, "voiced_seconds": m.voiced_seconds,
-                         "duration": m.duration},
-            "synth": meta.get("synth"),
-        })
-    for row, split in zip(out_rows, assign_splits(out_rows, test_fraction, cfg.split_seed)):
-        row["split"] = split
-    _write_shards(out_dir, out_rows, cfg.shard_rows)
-    report = seeds_report(out_rows, cfg) | {"whisper_engine": engine}  # e.g. ct2/float32
-    atomic_write_text(out_dir / REPORT, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    return report
+    def seed_rows() -> Iterator[dict[str, Any]]:
+        changed = ValueError(f"{manifest} changed while `desta seeds` read it: re-run when ingest is done")
+        n = 0
+        for n, row in enumerate(_rows(manifest), 1):
+            if n > len(heard) or heard[n - 1].ref != audio_ref(manifest_dir, data_root, row):
+                raise changed
+            yield _seed_row(row, heard[n - 1], whisper.get(n - 1), cfg)
+        if n != len(heard):
+            raise changed
+
+    splits = assign_splits(seed_rows(), test_fraction, cfg.split_seed)
+    report = Report(cfg)
+    _write_shards(out_dir, (report.add(row | {"split": split}) for row, split in zip(seed_rows(), splits)),
+                  cfg.shard_rows)
+    report_doc = report.result() | {"whisper_engine": engine}  # e.g. ct2/float32
+    atomic_write_text(out_dir / REPORT, json.dumps(report_doc, indent=2, sort_keys=True) + "\n")
+    return report_doc
 
 
-def _write_shards(out_dir: Path, rows: list[dict[str, Any]], shard_rows: int) -> None:
+def _write_shards(out_dir: Path, rows: Iterable[dict[str, Any]], shard_rows: int) -> None:
     """Every shard into a temp dir that replaces the shard dir in one rename: a reader sees the old set or
-    the new one, never a mix or a part (a full disk or a kill mid-write leaves the old set)."""
+    the new one, never a mix or a part (a full disk or a kill mid-write leaves the old set). `rows` may
+    stream: one shard's text is held at a time."""
     clear_temps(out_dir)
     with atomic_dir(out_dir / SEED_SHARD_DIR) as tmp:
-        for n, start in enumerate(range(0, len(rows), shard_rows)):
-            text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows[start : start + shard_rows])
-            try:
-                (tmp / f"seeds-{n:06d}.jsonl").write_text(text)
-            except OSError as err:
-                raise named(err, out_dir / SEED_SHARD_DIR) from err
+        batch: list[str] = []
+        for n, row in enumerate(rows):
+            batch.append(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+            if len(batch) == shard_rows:
+                _write_shard(tmp / f"seeds-{n // shard_rows:06d}.jsonl", batch, out_dir)
+                batch = []
+        if batch:
+            _write_shard(tmp / f"seeds-{n // shard_rows:06d}.jsonl", batch, out_dir)
 
 
-def seeds_report(rows: list[dict[str, Any]], cfg: SeedsConfig) -> dict[str, Any]:
-    """Counts, Whisper WER on clips with a known transcript, and measured-vs-truth agreement."""
-    kinds = Counter(r["kind"] for r in rows)
-    splits = Counter(r["split"] for r in rows)
-    known = [r for r in rows if r["transcript_source"] == "metadata" and r["whisper_transcript"] is not None]
-    by_dataset = {}
-    for ds in sorted({r["dataset"] for r in known}):
-        sub = [r for r in known if r["dataset"] == ds]
-        by_dataset[ds] = {"wer": round(wer([r["transcript"] for r in sub], [r["whisper_transcript"] for r in sub]), 4),
-                          "n": len(sub)}
-    synth = [r for r in rows if r.get("synth")]
-    agreement: dict[str, dict] = {}
-    for field, truth_key, fn in (
-        ("Gender", None, lambda r: A.gender_from_pitch(r["measured"]["pitch_hz"])),
-        ("Pitch", "pitch", lambda r: A.bucket(r["measured"]["pitch_hz"], cfg.pitch_hz_edges, LEVELS)
-         if r["measured"]["pitch_hz"] else None),
-        ("Volume", "volume", lambda r: A.bucket(r["measured"]["loudness_db"], cfg.volume_dbfs_edges, LEVELS)
-         if r["measured"]["loudness_db"] is not None else None),
-        ("Speaking speed", "speed", lambda r: A.bucket(w, cfg.speed_wps_edges, SPEEDS)
-         if (w := A.words_per_second(r["transcript"] or "", r["measured"]["voiced_seconds"])) else None),
-    ):
-        pairs = [((r["attributes"]["Gender"]["value"] if truth_key is None else r["synth"][truth_key]), fn(r))
-                 for r in synth]
-        agree = sum(t == p for t, p in pairs)
-        agreement[field] = {"agree": round(agree / len(pairs), 4) if pairs else None, "n": len(pairs)}
-    return {
-        "clips": len(rows),
-        "speech": kinds.get("speech", 0),
-        "sound": kinds.get("sound", 0),
-        "split": dict(sorted(splits.items())),
-        "whisper_wer_on_known_transcripts": by_dataset,
-        "measured_vs_espeak_settings": agreement,
-    }
+def _write_shard(path: Path, lines: list[str], out_dir: Path) -> None:
+    try:
+        path.write_text("".join(lines))
+    except OSError as err:
+        raise named(err, out_dir / SEED_SHARD_DIR) from err
+
+
+class Report:
+    """The seeds report from the rows as they stream past (`add`): counts, Whisper WER on the clips with a
+    known transcript (a sample per dataset), and measured-vs-truth agreement on synthesised clips."""
+
+    def __init__(self, cfg: SeedsConfig) -> None:
+        self.cfg = cfg
+        self.kinds: Counter[str] = Counter()
+        self.splits: Counter[str] = Counter()
+        self.known: dict[str, tuple[list[str], list[str]]] = {}  # dataset -> (truths, Whisper's texts)
+        self.agree: dict[str, list[int]] = {}  # field -> [agree, n]
+
+    def _measured(self, r: dict[str, Any]) -> dict[str, str | None]:
+        cfg, m = self.cfg, r["measured"]
+        w = A.words_per_second(r["transcript"] or "", m["voiced_seconds"])
+        return {"Gender": A.gender_from_pitch(m["pitch_hz"]),
+                "Pitch": A.bucket(m["pitch_hz"], cfg.pitch_hz_edges, LEVELS) if m["pitch_hz"] else None,
+                "Volume": A.bucket(m["loudness_db"], cfg.volume_dbfs_edges, LEVELS) if m["loudness_db"] is not None else None,
+                "Speaking speed": A.bucket(w, cfg.speed_wps_edges, SPEEDS) if w else None}
+
+    def add(self, r: dict[str, Any]) -> dict[str, Any]:
+        """Count one row; returns it (so a writer's stream can pass through)."""
+        self.kinds[r["kind"]] += 1
+        self.splits[r["split"]] += 1
+        if r["transcript_source"] == "metadata" and r["whisper_transcript"] is not None:
+            truths, heard = self.known.setdefault(r["dataset"], ([], []))
+            truths.append(r["transcript"])
+            heard.append(r["whisper_transcript"])
+        if r.get("synth"):
+            truth = {"Gender": r["attributes"]["Gender"]["value"], "Pitch": r["synth"]["pitch"],
+                     "Volume": r["synth"]["volume"], "Speaking speed": r["synth"]["speed"]}
+            for field, value in self._measured(r).items():
+                counts = self.agree.setdefault(field, [0, 0])
+                counts[0] += truth[field] == value
+                counts[1] += 1
+        return r
+
+    def result(self) -> dict[str, Any]:
+        agreement = {f: {"agree": round(a / n, 4) if n else None, "n": n}
+                     for f in ("Gender", "Pitch", "Volume", "Speaking speed") for a, n in [self.agree.get(f, [0, 0])]}
+        return {
+            "clips": sum(self.kinds.values()),
+            "speech": self.kinds.get("speech", 0),
+            "sound": self.kinds.get("sound", 0),
+            "split": dict(sorted(self.splits.items())),
+            "whisper_wer_on_known_transcripts": {ds: {"wer": round(wer(t, h), 4), "n": len(t)}
+                                                 for ds, (t, h) in sorted(self.known.items())},
+            "measured_vs_espeak_settings": agreement,
+        }

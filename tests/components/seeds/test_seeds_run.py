@@ -88,3 +88,46 @@ def test_cli_without_ingest_output_is_a_clear_error(tmp_path: Path, repo: Path) 
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert res.returncode == 1
     assert "run `desta ingest` first" in res.stderr
+
+
+def test_no_clip_audio_is_held_between_passes(tmp_path: Path, embedded_models: dict[str, Path],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver measures a clip and lets its samples go: of 24 clips read, at most two are alive at any
+    read (each clip's samples are watched through a weak reference), where holding every clip, as the stage
+    once did, keeps all 24 alive. The rows come out in manifest order."""
+    import gc
+    import weakref
+
+    import numpy as np
+    import soundfile as sf
+
+    import components.seeds.run as seeds_run
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    meta = []
+    for i in range(24):
+        t = np.arange(2 * 16000) / 16000
+        sf.write(raw / f"tone{i:02d}.wav", (0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t)).astype(np.float32), 16000)
+        meta.append({"file": f"tone{i:02d}.wav", "kind": "sound", "category": f"tone{i % 4}"})
+    (raw / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
+    ingest(prepare_directory(raw), tmp_path / "ingest", Limits(0.1, 30.0, -60.0), 1 << 26, workers=2,
+           show_progress=False)
+    alive: list[weakref.ref] = []
+    most = [0]
+
+    def watched(data_root: Path, ref: str):
+        gc.collect()
+        most[0] = max(most[0], sum(r() is not None for r in alive) + 1)
+        data, sr = read_audio_ref(data_root, ref)
+        alive.append(weakref.ref(data))
+        return data, sr
+
+    monkeypatch.setattr(seeds_run, "read_audio_ref", watched)
+    report = build_seeds(tmp_path / "ingest", tmp_path, tmp_path / "seeds", embedded_models["whisper-tiny.en"],
+                         SeedsConfig(shard_rows=5), show_progress=False)
+    assert report["clips"] == 24 and report["sound"] == 24 and len(alive) == 24
+    assert most[0] <= 2, f"{most[0]} clips' samples alive at once"
+    rows = read_seeds(tmp_path / "seeds")
+    assert [r["attributes"]["Audio category"]["value"] for r in rows] == [f"tone{i % 4}" for i in range(24)]
+    assert len(list((tmp_path / "seeds" / "shards").glob("seeds-*.jsonl"))) == 5
