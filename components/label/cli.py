@@ -35,9 +35,12 @@ def label_command(
     """The generator LLM writes the targets: DeSTA-AQA5M rows in shards, with cache, filters and provenance."""
     from components.label.generator import GeneratorDigestWarning, GeneratorMismatchWarning
     from components.label.run import PROVENANCE, SHARD_DIR, STATS, label
+    from components.records import seed_files
 
     prof = load_profile(params, track=track)
     seeds, out = data_dir(prof, seeds, "seeds"), data_dir(prof, out, "label")
+    if not seeds.exists() or not seed_files(seeds):  # before a cluster starts; the rows are checked as planned
+        fail(f"no seed rows in {seeds}: run `desta seeds` first")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GeneratorMismatchWarning)
         warnings.simplefilter("always", GeneratorDigestWarning)
