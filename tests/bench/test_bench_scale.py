@@ -37,6 +37,11 @@ def _run(cmd: str, path: str, root: Path, tree: Path = scale.REPO) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _results(figures: dict) -> dict:
+    """What a path computed (its counts and digests), without its time and memory."""
+    return {k: v for k, v in figures.items() if k not in ("seconds", "peak_mb")}
+
+
 def _outputs(root: Path) -> dict[str, bytes]:
     """The label stage's shards (the bytes a reader sees), by name."""
     return {p.name: p.read_bytes() for p in sorted((root / "label" / "shards").glob("*.jsonl"))}
@@ -73,14 +78,12 @@ def test_scale_simulation(tmp_path: Path, record) -> None:
             shutil.rmtree(root / "label", ignore_errors=True)
             for name in streamed:
                 streamed[name][str(n)] = got = _run("run", name, root, old_tree)
-                assert {k: v for k, v in got.items() if k not in ("seconds", "peak_mb")} == \
-                    {k: v for k, v in table[name][str(n)].items() if k not in ("seconds", "peak_mb")}, name
+                assert _results(got) == _results(table[name][str(n)]), name
                 print(f"[scale] {n} {name} (as of {STREAM_BASELINE}): {got}", flush=True)
             assert _outputs(root) == now
         for name in (name for name in before if n <= BEFORE_UP_TO.get(name, 100_000_000)):
             before[name][str(n)] = got = _run("before", name, root)
-            assert {k: v for k, v in got.items() if k not in ("seconds", "peak_mb")} == \
-                {k: v for k, v in table[name][str(n)].items() if k not in ("seconds", "peak_mb")}, name
+            assert _results(got) == _results(table[name][str(n)]), name
             print(f"[scale] {n} {name} (as of {scale.BASELINES[name]}): {got}", flush=True)
         shutil.rmtree(root)  # 10^6 rows take ~3 GB
 
