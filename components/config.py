@@ -201,6 +201,9 @@ class TrainConfig(Section):
     # a step and its gradients stray from fp32's; math is faster and matches fp32 (docs/train.md).
     attention_kernel: Literal["auto", "math"] = "auto"
     reuse_frozen_head: bool = False  # rows' common text before the audio: KV computed once (a frozen LLM only)
+    # A clip's rows share a micro-batch and run their common prefix (its audio and transcript) once:
+    # every row's loss as unpacked; the batches group rows by clip (docs/train.md).
+    pack_clip_rows: bool = False
     # Multi-node: a DeepSpeed hostfile (`host slots=N` lines); null = one node with `ranks` processes.
     hostfile: str | None = None
 

@@ -199,19 +199,24 @@ class DestaModel(nn.Module):
         return embeds.masked_scatter(audio_mask.unsqueeze(-1), audio.to(embeds.dtype))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio_mask: torch.Tensor,
-                audio_states: torch.Tensor, labels: torch.Tensor, audio_frames: torch.Tensor | None = None) -> LossOutput:
-        """Next-token loss on the labelled (response) positions only; logits only where scored."""
+                audio_states: torch.Tensor, labels: torch.Tensor, audio_frames: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> LossOutput:
+        """Next-token loss on the labelled (response) positions only; logits only where scored.
+        Packed rows (`prompt.pack`) bring their positions and what each token sees; `row_logprob` is then
+        per sequence."""
         embeds = self.embed(input_ids, audio_mask, audio_states, audio_frames)
         head = self._frozen_head(input_ids, attention_mask, audio_mask, labels) if self.reuse_frozen_head else 0
+        mask = attention_mask if visible is None else visible[:, None, head:]
         with self.autocast():
             decoder = self.llm.get_decoder()
             if head:  # the rows' common text before the first audio: its KV state is the same every step
                 cache = self._head_cache(input_ids[0, :head], len(input_ids))
-                pos = torch.arange(head, input_ids.shape[1], device=input_ids.device)[None].expand(len(input_ids), -1)
-                hidden = decoder(inputs_embeds=embeds[:, head:], attention_mask=attention_mask, position_ids=pos,
+                pos = position_ids[:, head:] if position_ids is not None else \
+                    torch.arange(head, input_ids.shape[1], device=input_ids.device)[None].expand(len(input_ids), -1)
+                hidden = decoder(inputs_embeds=embeds[:, head:], attention_mask=mask, position_ids=pos,
                                  cache=cache, use_cache=True).last_hidden_state
             else:
-                hidden = decoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+                hidden = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).last_hidden_state
             targets = labels[:, head + 1:]
             scored = targets != P.IGNORE
             logits = self.llm.get_output_embeddings()(hidden[:, :-1][scored])

@@ -217,19 +217,30 @@ class Plan:
     def micro_per_step(self) -> int:
         return self.world * self.accum
 
-    def epoch(self, lengths: Sequence[int], epoch: int) -> list[list[list[int]]]:
+    def epoch(self, lengths: Sequence[int], epoch: int,
+              clips: Sequence[object] | None = None) -> list[list[list[int]]]:
         """Optimizer steps of one epoch; each is world*accum micro-batches of row indices.
 
         Rows are shuffled, cut into buckets of BUCKET_BATCHES micro-batches, sorted by length within
-        a bucket (little padding), and the micro-batches shuffled again. Incomplete micro-batches
-        and steps at the end of an epoch are dropped (every rank does the same number of steps)."""
+        a bucket (little padding), and the micro-batches shuffled again. With `clips` (a key per row:
+        the clips it is about), the rows of one clip are shuffled as a unit and stay neighbours in the
+        bucket's order (sorted by the unit's tokens), so a micro-batch can run their shared prefix once
+        (`prompt.pack`). Incomplete micro-batches and steps at the end of an epoch are dropped (every
+        rank does the same number of steps)."""
         rng = random.Random(self.seed * 100_003 + epoch)
-        order = [i for i in range(len(lengths)) if lengths[i] > 0]
-        rng.shuffle(order)
+        units: dict[object, list[int]] = {}
+        for i in range(len(lengths)):
+            if lengths[i] > 0:
+                units.setdefault(clips[i] if clips is not None else i, []).append(i)
+        shuffled = list(units.values())
+        rng.shuffle(shuffled)
+        order = [i for unit in shuffled for i in unit]
+        where = {i: u for u, unit in enumerate(shuffled) for i in unit}
+        size = [sum(lengths[i] for i in unit) for unit in shuffled]
         micro: list[list[int]] = []
         span = self.batch_size * BUCKET_BATCHES
         for b in range(0, len(order), span):
-            bucket = sorted(order[b : b + span], key=lambda i: lengths[i])
+            bucket = sorted(order[b : b + span], key=lambda i: (size[where[i]], where[i]))
             micro += [bucket[i : i + self.batch_size] for i in range(0, len(bucket) - self.batch_size + 1, self.batch_size)]
         rng.shuffle(micro)
         n = len(micro) // self.micro_per_step
@@ -238,6 +249,17 @@ class Plan:
     def mine(self, step_batches: list[list[int]], rank: int) -> list[list[int]]:
         """This rank's micro-batches of one optimizer step."""
         return step_batches[rank * self.accum : (rank + 1) * self.accum]
+
+
+def micro_batch(enc: EncodedRows, idx: Sequence[int], pad_id: int, pack: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A micro-batch's tensors and the clips whose states fill its audio positions, in order: the rows
+    collated, or (`pack`, train.pack_clip_rows) each clip's rows packed after their shared prefix."""
+    examples = [enc.examples[i] for i in idx]
+    if not pack:
+        return P.collate(examples, pad_id), [r for i in idx for r in enc.refs[i]]
+    groups = P.group_rows(examples, [tuple(enc.refs[i]) for i in idx])
+    batch, order = P.pack([[examples[j] for j in g] for g in groups], pad_id)
+    return batch, [r for g in order for r in enc.refs[idx[groups[g][0]]]]
 
 
 def sample_refs(refs: Sequence[Sequence[str]], n: int) -> list[str]:

@@ -180,7 +180,8 @@ class TrainRecipe:
         self.enc = enc = share
         self._log(f"{len(enc.refs)} rows tokenised ({self.world} shares)")
         self.plan = D.Plan(cfg.batch_size, self.world, cfg.grad_accum, cfg.seed)
-        self.steps_per_epoch = len(self.plan.epoch(enc.lengths, 0))
+        self.clips = [tuple(r) for r in enc.refs] if cfg.pack_clip_rows else None  # rows about the same clips
+        self.steps_per_epoch = len(self.plan.epoch(enc.lengths, 0, self.clips))
         self.total = D.total_steps(self.steps_per_epoch, cfg.epochs, cfg.max_steps)
         if self.total == 0:
             raise D.TrainDataError(
@@ -255,7 +256,7 @@ class TrainRecipe:
         for step in range(self.start, self.total):
             epoch, offset = divmod(step, self.steps_per_epoch)
             if epoch_plan[0] != epoch:
-                epoch_plan = (epoch, self.plan.epoch(self.enc.lengths, epoch))
+                epoch_plan = (epoch, self.plan.epoch(self.enc.lengths, epoch, self.clips))
             self._step(step, epoch, self.plan.mine(epoch_plan[1][offset], self.rank))
             if (step + 1) % self.cfg.checkpoint_every == 0 or step + 1 == self.total:
                 self.save_checkpoint(step + 1)
@@ -267,17 +268,18 @@ class TrainRecipe:
         import torch
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        from components.model import prompt as P
+        from components.train import data as D
 
         engine, device, enc, audio = self.engine, self.device, self.enc, self.audio
         t0 = time.perf_counter()
         lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
-        loss_sum, encoded0 = 0.0, audio.encoded
+        loss_sum, encoded0, tokens = 0.0, audio.encoded, 0
         for micro, idx in enumerate(batches):
             torch.manual_seed(step_seed(self.cfg.seed, step, micro, self.rank))
-            examples = [enc.examples[i] for i in idx]
-            batch = {k: v.to(device) for k, v in P.collate(examples, self.model.tokenizer.pad_token_id).items()}
-            states, frames = audio([r for i in idx for r in enc.refs[i]])
+            batch, refs = D.micro_batch(enc, idx, self.model.tokenizer.pad_token_id, self.cfg.pack_clip_rows)
+            tokens += int(batch["attention_mask"].sum())  # what the LLM ran (packing runs shared tokens once)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            states, frames = audio(refs)
             # The attention kernel is chosen in the forward (train.attention_kernel); its backward follows.
             with sdpa_kernel(SDPBackend.MATH) if self.cfg.attention_kernel == "math" else nullcontext():
                 loss = engine(audio_states=states.to(device), audio_frames=frames, **batch).loss
@@ -290,7 +292,7 @@ class TrainRecipe:
             engine.step()
             loss_sum += float(loss.detach())
         gpu_peak = torch.cuda.max_memory_allocated(device) / 2**20 if not self.cpu else 0.0
-        stats = torch.tensor([loss_sum / len(batches), peak_rss_mb(), float(audio.encoded - encoded0), gpu_peak],
+        stats = torch.tensor([loss_sum / len(batches), peak_rss_mb(), float(audio.encoded - encoded0), gpu_peak, tokens],
                              device=device)
         gathered = [torch.zeros_like(stats) for _ in range(self.world)]
         dist.all_gather(gathered, stats)
@@ -304,7 +306,7 @@ class TrainRecipe:
         row = {"step": step + 1, "epoch": epoch, "loss": sum(float(g[0]) for g in gathered) / world, "lr": lr,
                "samples_per_s": self.samples_per_step / seconds, "step_seconds": seconds,
                "peak_rss_mb": [round(float(g[1]), 1) for g in gathered],
-               "encoded_clips": int(sum(float(g[2]) for g in gathered))}
+               "encoded_clips": int(sum(float(g[2]) for g in gathered)), "tokens": int(sum(float(g[4]) for g in gathered))}
         if not self.cpu:
             row["peak_gpu_mb"] = [round(float(g[3]), 1) for g in gathered]
         norm = self.engine.get_global_grad_norm()

@@ -69,3 +69,15 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def loss_and_grads(model, batch: dict, states, reuse_head: bool):
+    """One training forward + backward: (the model's output, the connector's gradients as one vector)."""
+    import torch
+
+    model.reuse_frozen_head = reuse_head
+    out = model(audio_states=states, **batch)
+    out.loss.backward()
+    grads = torch.cat([p.grad.flatten() for p in model.connector.parameters() if p.grad is not None])
+    model.zero_grad(set_to_none=True)
+    return out, grads

@@ -12,7 +12,7 @@ from components.audio import read_audio_ref
 from components.config import load_params
 from components.model import DestaModel, DestaSpec
 from components.model import prompt as P
-from tests.components.model.realdata import build_corpus
+from tests.components.model.realdata import build_corpus, loss_and_grads
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +36,8 @@ def test_reused_frozen_head_gives_the_same_loss_and_gradients(repo: Path, embedd
     head = model._frozen_head(batch["input_ids"], batch["attention_mask"], batch["audio_mask"], batch["labels"])
     assert head == enc[0].audio_mask.index(True) > 10  # everything before the first audio position
 
-    def run(reuse: bool):
-        model.reuse_frozen_head = reuse
-        out = model(audio_states=states, **batch)
-        out.loss.backward()
-        grads = torch.cat([p.grad.flatten() for p in model.connector.parameters() if p.grad is not None])
-        model.zero_grad(set_to_none=True)
-        return out, grads
-
-    full, g_full = run(False)
-    reused, g_reused = run(True)
+    full, g_full = loss_and_grads(model, batch, states, False)
+    reused, g_reused = loss_and_grads(model, batch, states, True)
     assert len(model._heads) == 1 and reused.tokens == full.tokens
     assert abs(reused.loss.item() - full.loss.item()) < 1e-4
     assert torch.allclose(reused.row_logprob, full.row_logprob, atol=1e-3)

@@ -104,22 +104,7 @@ def reference(repo: Path, corpus, encoder_cache: Path, tmp_path_factory: pytest.
             "stdout": res.stdout, "rows": rows}
 
 
-# ---- the batch plan, configs, launcher line, data errors (no ranks started) ----------------------
-
-def test_plan_is_deterministic_disjoint_and_bucketed() -> None:
-    lengths = [10 + (i * 37) % 200 for i in range(1000)]
-    plan = D.Plan(batch_size=8, world=2, accum=2, seed=3)
-    steps = plan.epoch(lengths, 0)
-    assert steps == plan.epoch(lengths, 0) and steps != plan.epoch(lengths, 1)  # same per epoch, reshuffled across
-    assert len(steps) == 1000 // (8 * 2 * 2) and all(len(s) == 4 for s in steps)
-    seen = [i for s in steps for mb in s for i in mb]
-    assert len(seen) == len(set(seen))  # no row twice in an epoch
-    mine = [set(i for mb in plan.mine(s, r) for i in mb) for s in steps for r in (0, 1)]
-    assert all(len(m) == 16 for m in mine)
-    spread = sum(max(lengths[i] for i in mb) - min(lengths[i] for i in mb) for s in steps for mb in s) / (len(steps) * 4)
-    assert spread < 20  # lengths within a micro-batch are close (random batches: ~150)
-    assert D.total_steps(len(steps), 5, None) == 5 * len(steps) and D.total_steps(len(steps), 5, 7) == 7
-
+# ---- configs, launcher line, data errors (no ranks started; the batch plan: test_plan.py) ------------
 
 def test_a_label_dir_is_read_only_as_its_finished_run_left_it(tmp_path: Path) -> None:
     """Shards without `shards/provenance.json` are an unfinished label run (killed, disk full): refused;
@@ -264,6 +249,23 @@ def test_training_learns_exports_trainable_only_and_tracks(reference, fresh_mode
     got = Path(mlflow.artifacts.download_artifacts(f"{logged.artifact_location}", dst_path=str(reference["work"] / "dl")))
     assert "python_function" in (got / "MLmodel").read_text()
     assert (got / "artifacts" / "model" / "model.safetensors").read_bytes() == (out / "model" / "model.safetensors").read_bytes()
+
+
+def test_packed_clip_rows_train(repo: Path, corpus, encoder_cache: Path, reference, tmp_path: Path) -> None:
+    """train.pack_clip_rows on 2 ranks: each clip's two rows run its audio and transcript once (fewer tokens
+    an epoch than the reference run, on the same rows); it learns."""
+    root, rows = corpus
+    params = make_params(repo, tmp_path, root, pack_clip_rows=True)
+    res = run_cli(cli(params, rows, tmp_path / "out", encoder_cache, "--no-track"), tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    h = history(tmp_path / "out")
+    assert [r["step"] for r in h] == list(range(1, STEPS + 1))
+    epoch = STEPS // 3
+    first, last = (sum(r["loss"] for r in h[:epoch]) / epoch, sum(r["loss"] for r in h[-epoch:]) / epoch)
+    assert last < 0.8 * first, (first, last)
+    ref = history(reference["out"])
+    packed, plain = (sum(r["tokens"] for r in x[:epoch]) for x in (h, ref))  # an epoch: every row once
+    assert packed < 0.85 * plain, (packed, plain)
 
 
 def test_killed_run_resumes_and_continues_the_curve(repo: Path, corpus, encoder_cache: Path, reference,
