@@ -216,8 +216,9 @@ def pack(groups: Sequence[Sequence[Encoded]], pad_id: int) -> tuple[dict[str, to
     for i in sorted(range(len(groups)), key=lambda i: -sizes[i]):
         at = next((k for k in range(len(bins)) if fill[k] + sizes[i] <= max(max(sizes), PACK_WIDTH)), None)
         if at is None:
-            bins.append([]), fill.append(0)
-            at = len(bins) - 1
+            at = len(bins)
+            bins.append([])
+            fill.append(0)
         bins[at].append(i)
         fill[at] += sizes[i]
     shape = (len(bins), common + max(fill))

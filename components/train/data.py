@@ -228,19 +228,27 @@ class Plan:
         (`prompt.pack`). Incomplete micro-batches and steps at the end of an epoch are dropped (every
         rank does the same number of steps)."""
         rng = random.Random(self.seed * 100_003 + epoch)
-        units: dict[object, list[int]] = {}
-        for i in range(len(lengths)):
-            if lengths[i] > 0:
-                units.setdefault(clips[i] if clips is not None else i, []).append(i)
-        shuffled = list(units.values())
-        rng.shuffle(shuffled)
-        order = [i for unit in shuffled for i in unit]
-        where = {i: u for u, unit in enumerate(shuffled) for i in unit}
-        size = [sum(lengths[i] for i in unit) for unit in shuffled]
+        if clips is None:
+            order = [i for i in range(len(lengths)) if lengths[i] > 0]
+            rng.shuffle(order)
+            key: Any = lengths.__getitem__
+        else:
+            units: dict[object, list[int]] = {}
+            for i in range(len(lengths)):
+                if lengths[i] > 0:
+                    units.setdefault(clips[i], []).append(i)
+            shuffled = list(units.values())
+            rng.shuffle(shuffled)
+            order = [i for unit in shuffled for i in unit]
+            unit_of = {i: u for u, unit in enumerate(shuffled) for i in unit}
+            size = [sum(lengths[i] for i in unit) for unit in shuffled]
+
+            def key(i: int) -> tuple[int, int]:  # the unit's tokens, then the unit: its rows stay neighbours
+                return size[unit_of[i]], unit_of[i]
         micro: list[list[int]] = []
         span = self.batch_size * BUCKET_BATCHES
         for b in range(0, len(order), span):
-            bucket = sorted(order[b : b + span], key=lambda i: (size[where[i]], where[i]))
+            bucket = sorted(order[b : b + span], key=key)
             micro += [bucket[i : i + self.batch_size] for i in range(0, len(bucket) - self.batch_size + 1, self.batch_size)]
         rng.shuffle(micro)
         n = len(micro) // self.micro_per_step

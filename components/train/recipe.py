@@ -277,7 +277,7 @@ class TrainRecipe:
         for micro, idx in enumerate(batches):
             torch.manual_seed(step_seed(self.cfg.seed, step, micro, self.rank))
             batch, refs = D.micro_batch(enc, idx, self.model.tokenizer.pad_token_id, self.cfg.pack_clip_rows)
-            tokens += int(batch["attention_mask"].sum())  # what the LLM ran (packing runs shared tokens once)
+            tokens += int(batch["attention_mask"].sum())  # real tokens in the batch (packed: shared ones once)
             batch = {k: v.to(device) for k, v in batch.items()}
             states, frames = audio(refs)
             # The attention kernel is chosen in the forward (train.attention_kernel); its backward follows.
