@@ -19,7 +19,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from components.records import DamagedFile, rewrite
+from components.records import DamagedFile, clip_member, rewrite
 
 
 def load_audio(path: Path, sample_rate: int = 16000) -> torch.Tensor:
@@ -32,12 +32,12 @@ def load_audio(path: Path, sample_rate: int = 16000) -> torch.Tensor:
 
 
 def audio_ref(manifest_dir: Path, data_root: Path, row: dict[str, Any]) -> str:
-    """The reference of an ingest manifest row's clip, relative to the data root: `<shard path>/<id>.flac`."""
+    """The reference of an ingest manifest row's clip, relative to the data root: `<shard path>/<member>`."""
     shard = (manifest_dir / row["shard"]).resolve()
     root = data_root.resolve()
     if not shard.is_relative_to(root):
         raise ValueError(f"ingest output {manifest_dir} is not under the data root {data_root}")
-    return f"{os.path.relpath(shard, root)}/{row['id']}.flac"
+    return f"{os.path.relpath(shard, root)}/{clip_member(row['id'])}"
 
 
 @lru_cache(maxsize=64)

@@ -18,6 +18,11 @@ LABEL_SHARD_DIR = "shards"  # in the label output dir
 LABEL_PROVENANCE = "provenance.json"  # beside the label shards, written last: lists the shards of a finished run
 
 
+def clip_member(clip_id: str) -> str:
+    """A clip's member name in its ingest tar shard; the clip's reference ends with it (`audio.audio_ref`)."""
+    return f"{clip_id}.flac"
+
+
 def rewrite(writer: str) -> str:
     """What to do about a damaged stage file: have `writer` write it again, or restore it from DVC."""
     return f"the file is damaged; re-run {writer} (or `dvc pull` / `dvc checkout` it)"

@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 from components.atomic import named
+from components.records import clip_member
 
 SHARD_DIR = "shards"
 
@@ -40,7 +41,7 @@ class ShardWriter:
         if self._tar is None:
             self._tar = tarfile.open(self.dir / f"{self.name}.tmp", "w", format=tarfile.USTAR_FORMAT)
             self._size = 0
-        info = tarfile.TarInfo(f"{clip_id}.flac")
+        info = tarfile.TarInfo(clip_member(clip_id))
         info.size = len(flac)
         info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o644, 0, 0, "", ""
         try:

@@ -159,57 +159,63 @@ def _first_label(e: Encoded) -> int:
     return next((i for i, t in enumerate(e.labels) if t != IGNORE), len(e))
 
 
+def _common_length(rows: Sequence[Encoded], limit: int) -> int:
+    """How many of their first `limit` tokens all rows share."""
+    first = rows[0].input_ids
+    for e in rows[1:]:
+        limit = next((i for i, (a, b) in enumerate(zip(first[:limit], e.input_ids[:limit])) if a != b), limit)
+    return limit
+
+
 def shared_prefix(examples: Sequence[Encoded]) -> int:
     """Tokens that rows about the same clips can run once: their common opening, through every audio
     position and short of any scored token's predecessor (each prediction is made inside its own row);
     0 when that leaves no such prefix or a row with nothing of its own."""
     if len(examples) < 2:
         return 0
-    first = examples[0].input_ids
-    n = min(len(e) for e in examples)
-    for e in examples[1:]:
-        n = next((i for i, (a, b) in enumerate(zip(first[:n], e.input_ids[:n])) if a != b), n)
+    n = _common_length(examples, min(len(e) for e in examples))
     n = min([n] + [_first_label(e) - 1 for e in examples])
     audio_end = max(max((i + 1 for i, m in enumerate(e.audio_mask) if m), default=0) for e in examples)
     return n if n >= audio_end and all(len(e) > n for e in examples) else 0
 
 
-def group_rows(examples: Sequence[Encoded], clips: Sequence[object]) -> list[list[int]]:
-    """Indices of `examples` in packable groups: each run of neighbours about the same clips (`clips[i]`)
-    that has a shared prefix is one group; any other row is a group of its own."""
+def group_rows(examples: Sequence[Encoded], clips: Sequence[object]) -> list[tuple[list[int], int]]:
+    """Indices of `examples` in packable groups, each with its shared prefix: a run of neighbours about
+    the same clips (`clips[i]`) that has one is a group; any other row is a group of its own (prefix 0)."""
     runs: list[list[int]] = []
     for i, clip in enumerate(clips):
         if runs and clips[runs[-1][0]] == clip:
             runs[-1].append(i)
         else:
             runs.append([i])
-    return [g for run in runs for g in ([run] if shared_prefix([examples[i] for i in run]) else [[i] for i in run])]
+    groups: list[tuple[list[int], int]] = []
+    for run in runs:
+        n = shared_prefix([examples[i] for i in run])
+        groups += [(run, n)] if n else [([i], 0) for i in run]
+    return groups
 
 
 def _common_opening(rows: Sequence[Encoded]) -> int:
     """Tokens every row opens with before any audio or scored token (the chat template's system turn)."""
-    first = rows[0].input_ids
     n = min(min((i for i, m in enumerate(e.audio_mask) if m), default=len(e)) for e in rows)
     n = min([n] + [_first_label(e) - 1 for e in rows])  # a scored token's predecessor stays in its row
-    for e in rows[1:]:
-        n = next((i for i, (a, b) in enumerate(zip(first[:n], e.input_ids[:n])) if a != b), n)
-    return n
+    return _common_length(rows, n)
 
 
-def pack(groups: Sequence[Sequence[Encoded]], pad_id: int) -> tuple[dict[str, torch.Tensor], list[int]]:
+def pack(
+    examples: Sequence[Encoded], clips: Sequence[object], pad_id: int
+) -> tuple[dict[str, torch.Tensor], list[list[int]]]:
     """A training batch with each shared token run once: the rows' common opening, then per group of rows
     about the same clips (`group_rows`) its shared prefix, then each row's own tokens; groups fill the
     fewest sequences of PACK_WIDTH tokens (or the longest group's; first fit, longest first). Every token keeps its
     position in its row and sees exactly what it sees unpacked (`visible`, (B, T, T)), so every row's
-    loss is its unpacked one. Returns the batch and the groups in layout order (their clips' order)."""
-    rows = [e for g in groups for e in g]
-    common = _common_opening(rows)
+    loss is its unpacked one. Returns the batch and the groups (indices of `examples`) in layout order."""
+    groups = group_rows(examples, clips)
+    common = _common_opening(examples)
     parts, sizes = [], []
-    for g in groups:
-        n = shared_prefix(g)
-        if len(g) > 1 and not n:
-            raise ValueError("rows packed together must share a prefix through their audio (group_rows)")
-        parts.append([(g[0], common, len(g[0]))] if not n else [(g[0], common, n)] + [(e, n, len(e)) for e in g])
+    for g, n in groups:
+        rows = [examples[i] for i in g]
+        parts.append([(rows[0], common, n or len(rows[0]))] + ([(e, n, len(e)) for e in rows] if n else []))
         sizes.append(sum(b - a for _, a, b in parts[-1]))
     bins: list[list[int]] = []
     fill: list[int] = []
@@ -230,7 +236,7 @@ def pack(groups: Sequence[Sequence[Encoded]], pad_id: int) -> tuple[dict[str, to
     part = torch.full(shape, -1, dtype=torch.long)  # which run of tokens; 0 = the common opening
     sees = torch.full(shape, -1, dtype=torch.long)  # the group prefix a row's tokens continue
     for row, members in enumerate(bins):
-        runs = [(rows[0], 0, common, 0, 0)]  # (row, start, end, run id, the prefix run it continues)
+        runs = [(examples[0], 0, common, 0, 0)]  # (row, start, end, run id, the prefix run it continues)
         for i in members:
             prefix = len(runs)
             runs += [(e, a, b, prefix + k, prefix) for k, (e, a, b) in enumerate(parts[i])]
@@ -248,7 +254,7 @@ def pack(groups: Sequence[Sequence[Encoded]], pad_id: int) -> tuple[dict[str, to
     key = part[:, None, :]
     seen = out["attention_mask"].bool()[:, None, :] & ((key == 0) | (key == part[:, :, None]) | (key == sees[:, :, None]))
     out["visible"] = (idx[None, :] <= idx[:, None]) & seen | torch.eye(shape[1], dtype=torch.bool)  # padding: itself
-    return out, [i for members in bins for i in members]
+    return out, [groups[i][0] for members in bins for i in members]
 
 
 def collate(examples: Sequence[Encoded], pad_id: int, left: bool = False) -> dict[str, torch.Tensor]:

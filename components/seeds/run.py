@@ -18,7 +18,7 @@ from components.audio import audio_ref, read_audio_ref
 from components.config import SeedsConfig
 from components.measure import looks_like_speech
 from components.progress import progress_bar
-from components.records import MANIFEST, SEED_SHARD_DIR, iter_jsonl, rewrite
+from components.records import MANIFEST, SEED_SHARD_DIR, clip_member, iter_jsonl, rewrite
 from components.seeds.describe import sound_description, speech_description
 from components.seeds.split import assign_splits
 from components.model.transcribe import Engine, make_transcriber
@@ -215,7 +215,7 @@ def build_seeds(
         changed = ValueError(f"{manifest} changed while `desta seeds` read it: re-run when ingest is done")
         n = 0
         for n, row in enumerate(_rows(manifest), 1):
-            if n > len(heard) or not heard[n - 1].ref.endswith(f"/{row['id']}.flac"):  # no path resolving per row
+            if n > len(heard) or not heard[n - 1].ref.endswith("/" + clip_member(row["id"])):  # no path resolving per row
                 raise changed
             yield _seed_row(row, heard[n - 1], whisper.get(n - 1), cfg)
         if n != len(heard):

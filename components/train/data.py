@@ -265,9 +265,8 @@ def micro_batch(enc: EncodedRows, idx: Sequence[int], pad_id: int, pack: bool) -
     examples = [enc.examples[i] for i in idx]
     if not pack:
         return P.collate(examples, pad_id), [r for i in idx for r in enc.refs[i]]
-    groups = P.group_rows(examples, [tuple(enc.refs[i]) for i in idx])
-    batch, order = P.pack([[examples[j] for j in g] for g in groups], pad_id)
-    return batch, [r for g in order for r in enc.refs[idx[groups[g][0]]]]
+    batch, groups = P.pack(examples, [tuple(enc.refs[i]) for i in idx], pad_id)
+    return batch, [r for g in groups for r in enc.refs[idx[g[0]]]]
 
 
 def sample_refs(refs: Sequence[Sequence[str]], n: int) -> list[str]:

@@ -41,6 +41,18 @@ def module_at(repo: Path, commit: str, path: str, where: Path):
     return module
 
 
+def train_history(repo: Path, work: Path, root: Path, rows: Path, cache: Path, steps: int, **train) -> list[dict]:
+    """`desta train --no-track` on `rows` for `steps` steps (2 CPU ranks, 8 rows each, the encoder cache
+    in `cache`), with the `train` overrides; its history rows."""
+    from tests.components.train.test_train import cli, history, make_params, run_cli
+
+    params = make_params(repo, work, root, max_steps=steps, epochs=20, batch_size=8, checkpoint_every=steps,
+                         warmup_steps=5, max_length=160, **train)
+    res = run_cli(cli(params, rows, work / "out", cache, "--no-track"), work)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return history(work / "out")
+
+
 @pytest.fixture()
 def record():
     def write(name: str, figures: dict) -> None:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.conftest import cpu
+from tests.bench.conftest import cpu, train_history
 from tests.bench.test_bench_label import HostLoad
 from tests.components.model.realdata import build_corpus, write_rows
-from tests.components.train.test_train import cli, history, make_params, run_cli
 
 pytestmark = pytest.mark.bench
 STEPS = 30
@@ -27,22 +26,15 @@ def _rows(root: Path) -> Path:
     return write_rows(root / "label" / "rows.jsonl", rows + extra)
 
 
-def _train(repo: Path, work: Path, root: Path, rows: Path, cache: Path, packed: bool) -> list[dict]:
-    params = make_params(repo, work, root, max_steps=STEPS, epochs=20, batch_size=8, checkpoint_every=STEPS,
-                         warmup_steps=5, max_length=160, pack_clip_rows=packed)
-    res = run_cli(cli(params, rows, work / "out", cache, "--no-track"), work)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return history(work / "out")
-
-
 @pytest.mark.timeout(3600)
 def test_packed_clip_rows_step_time(tmp_path: Path, repo: Path, embedded_models, record) -> None:
     root = tmp_path / "data"
     rows, cache = _rows(root), tmp_path / "cache"
-    _train(repo, tmp_path / "warm", root, rows, cache, False)  # fills the encoder cache for both
+    train_history(repo, tmp_path / "warm", root, rows, cache, STEPS)  # fills the encoder cache for both
     load = HostLoad()
-    runs = {"per_row": _train(repo, tmp_path / "per-row", root, rows, cache, False),
-            "packed": _train(repo, tmp_path / "packed", root, rows, cache, True)}
+    runs = {"per_row": train_history(repo, tmp_path / "per-row", root, rows, cache, STEPS),
+            "packed": train_history(repo, tmp_path / "packed", root, rows, cache, STEPS,
+                                    pack_clip_rows=True)}
     per_step = {k: sum(h["step_seconds"] for h in hist[1:]) / (len(hist) - 1) for k, hist in runs.items()}
     n_rows = len(rows.read_text().splitlines())
     epoch = n_rows // 16  # steps an epoch: every row once

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.conftest import cpu
+from tests.bench.conftest import cpu, train_history
 from tests.bench.test_bench_label import HostLoad
 from tests.components.model.realdata import build_corpus, write_rows
-from tests.components.train.test_train import cli, history, make_params, run_cli
 
 pytestmark = pytest.mark.bench
 STEPS = 30
@@ -25,22 +24,15 @@ SETTINGS = {"auto": {"attention_kernel": "auto", "reuse_frozen_head": False},
             "math+head": {"attention_kernel": "math", "reuse_frozen_head": True}}
 
 
-def _train(repo: Path, work: Path, root: Path, rows: Path, cache: Path, setting: str) -> list[dict]:
-    params = make_params(repo, work, root, max_steps=STEPS, epochs=20, batch_size=8, checkpoint_every=STEPS,
-                         warmup_steps=5, max_length=160, **SETTINGS[setting])
-    res = run_cli(cli(params, rows, work / "out", cache, "--no-track"), work)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return history(work / "out")
-
-
 @pytest.mark.timeout(3600)
 def test_train_step_attention(tmp_path: Path, repo: Path, embedded_models, record) -> None:
     root = tmp_path / "data"
     rows = write_rows(root / "label" / "rows.jsonl", build_corpus(root, n_speech=40))
     cache = tmp_path / "cache"
-    _train(repo, tmp_path / "warm", root, rows, cache, "math")  # fills the encoder cache for both
+    train_history(repo, tmp_path / "warm", root, rows, cache, STEPS, **SETTINGS["math"])  # fills the encoder cache
     load = HostLoad()
-    runs = {a: _train(repo, tmp_path / a.replace("+", "-"), root, rows, cache, a) for a in SETTINGS}
+    runs = {a: train_history(repo, tmp_path / a.replace("+", "-"), root, rows, cache, STEPS, **SETTINGS[a])
+            for a in SETTINGS}
     per_step = {a: sum(h["step_seconds"] for h in hist[1:]) / (len(hist) - 1) for a, hist in runs.items()}
 
     def diffs(a: str, b: str) -> dict[str, float]:

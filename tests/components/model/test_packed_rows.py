@@ -47,15 +47,15 @@ def test_packed_rows_give_each_row_its_unpacked_loss_and_gradients(repo: Path, e
     enc = [P.encode(model.tokenizer, r["messages"], [c["text"]], 16, response=r["response"])
            for r, c in zip(batch_rows, clips)]
     groups = P.group_rows(enc, [c["audio"] for c in clips])
-    assert [len(g) for g in groups] == [3, 3, 3, 1]
-    assert P.shared_prefix([enc[i] for i in groups[0]]) >= enc[0].audio_mask.index(True) + 16
+    assert [len(g) for g, _ in groups] == [3, 3, 3, 1]
+    assert groups[0][1] >= enc[0].audio_mask.index(True) + 16 and groups[3][1] == 0
     plain = P.collate(enc, model.tokenizer.pad_token_id)
-    packed, order = P.pack([[enc[i] for i in g] for g in groups], model.tokenizer.pad_token_id)
+    packed, order = P.pack(enc, [c["audio"] for c in clips], model.tokenizer.pad_token_id)
     assert int(packed["attention_mask"].sum()) < int(plain["attention_mask"].sum())
-    assert len(packed["input_ids"]) <= len(groups) and sorted(order) == list(range(len(groups)))
+    assert len(packed["input_ids"]) <= len(groups) and sorted(order) == sorted(g for g, _ in groups)
     wavs = {c["audio"]: read_audio_ref(root, c["audio"])[0] for c in clips}
     states_plain = model.encode([wavs[c["audio"]] for c in clips])
-    states_packed = model.encode([wavs[clips[groups[g][0]]["audio"]] for g in order])
+    states_packed = model.encode([wavs[clips[g[0]]["audio"]] for g in order])
 
     for reuse in (False, True):
         a, ga = loss_and_grads(model, plain, states_plain, reuse)
@@ -77,14 +77,14 @@ def test_rows_without_a_common_prefix_through_their_audio_stay_alone(monkeypatch
     b = ex([1, 2, 0, 0, 5, 9, 7, 8], {2, 3}, 2)
     assert P.shared_prefix([a, b]) == 5  # through the audio and the common text after it
     c = ex([1, 3, 0, 0, 5, 6, 7, 8], {2, 3}, 2)  # parts before the audio
-    assert P.shared_prefix([a, c]) == 0 and P.group_rows([a, c], ["x", "x"]) == [[0], [1]]
+    assert P.shared_prefix([a, c]) == 0 and P.group_rows([a, c], ["x", "x"]) == [([0], 0), ([1], 0)]
     same = ex([1, 2, 0, 0, 5, 6, 7, 8], {2, 3}, 2)  # the same row twice: the prefix stops before the scored tokens
     assert P.shared_prefix([a, same]) == 5
-    assert P.group_rows([a, b, c], ["x", "x", "y"]) == [[0, 1], [2]]
-    with pytest.raises(ValueError, match="share a prefix"):
-        P.pack([[a, c]], 0)
-    packed, order = P.pack([[a, b], [c]], 0)
-    assert order == [0, 1]  # longest first, one sequence: the common opening (token 1), a+b's prefix, a's
+    assert P.group_rows([a, b, c], ["x", "x", "y"]) == [([0, 1], 5), ([2], 0)]
+    packed, order = P.pack([a, c], ["x", "x"], 0)  # one clip, no shared prefix: each row runs whole
+    assert order == [[0], [1]] and packed["input_ids"].tolist() == [[1, 2, 0, 0, 5, 6, 7, 8, 3, 0, 0, 5, 6, 7, 8]]
+    packed, order = P.pack([a, b, c], ["x", "x", "y"], 0)
+    assert order == [[0, 1], [2]]  # longest first, one sequence: the common opening (token 1), a+b's prefix, a's
     # and b's own tokens, then c's tokens after the opening
     assert packed["input_ids"].tolist() == [[1, 2, 0, 0, 5, 6, 7, 8, 9, 7, 8, 3, 0, 0, 5, 6, 7, 8]]
     assert packed["position_ids"][0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 5, 6, 7, 1, 2, 3, 4, 5, 6, 7]
@@ -92,7 +92,7 @@ def test_rows_without_a_common_prefix_through_their_audio_stay_alone(monkeypatch
     assert vis[8, :5].all() and not vis[8, 5:8].any() and vis[8, 8]  # b's first token: the prefix and itself
     assert vis[11].tolist() == [True] + [False] * 10 + [True] + [False] * 6  # c's first: the opening, itself
     monkeypatch.setattr(P, "PACK_WIDTH", 8)
-    packed, order = P.pack([[c], [a, b]], 0)
-    assert order == [1, 0] and packed["input_ids"].tolist() == [[1, 2, 0, 0, 5, 6, 7, 8, 9, 7, 8],
+    packed, order = P.pack([c, a, b], ["y", "x", "x"], 0)
+    assert order == [[1, 2], [0]] and packed["input_ids"].tolist() == [[1, 2, 0, 0, 5, 6, 7, 8, 9, 7, 8],
                                                                 [1, 3, 0, 0, 5, 6, 7, 8, 0, 0, 0]]
     assert packed["visible"][1, 9].tolist() == [True] + [False] * 8 + [True, False]  # padding: the opening, itself
