@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_ENV = "DESTA_PARAMS"
 PROFILE_ENV = "DESTA_PROFILE"
@@ -81,10 +81,19 @@ class SeedsConfig(Section):
     shard_rows: int = Field(2000, ge=1)
     # Held-out split (by speaker and transcript groups); the fraction is evaluate.heldout_fraction.
     split_seed: int = 0
-    # Bucket edges (ascending) map a measurement to the paper's words, e.g. Very low … Very high.
-    pitch_hz_edges: list[float] = [100.0, 130.0, 165.0, 210.0]
-    volume_dbfs_edges: list[float] = [-40.0, -32.0, -24.0, -18.5]
-    speed_wps_edges: list[float] = [2.3, 3.05, 3.9, 4.95]
+    # Bucket edges (4, ascending) map a measurement to the paper's five words, e.g. Very low … Very high;
+    # None = fitted to each run's speech clips (each word the same share; report.json records them).
+    # Fix them to keep a word's meaning across retrains on changing corpora.
+    pitch_hz_edges: list[float] | None = None  # median F0
+    volume_dbfs_edges: list[float] | None = None  # voiced RMS
+    speed_sps_edges: list[float] | None = None  # syllables per voiced second
+
+    @field_validator("pitch_hz_edges", "volume_dbfs_edges", "speed_sps_edges")
+    @classmethod
+    def _five_words(cls, edges: list[float] | None) -> list[float] | None:
+        if edges is not None and (len(edges) != 4 or sorted(edges) != edges):
+            raise ValueError("needs 4 ascending edges (for five words), or null to fit them to the corpus")
+        return edges
 
 
 class LabelConfig(Section):

@@ -38,12 +38,12 @@ def seeds_command(
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err))
     seconds = time.perf_counter() - t0
-    wers, agreement = report["whisper_wer_on_known_transcripts"], report["measured_vs_espeak_settings"]
+    wers, agreement = report["whisper_wer_on_known_transcripts"], report["metadata_vs_signal"]
     wer = ", ".join(f"{k} {v['wer']:.3f} (n={v['n']})" for k, v in wers.items())
     agree = ", ".join(f"{k} {v['agree']}" for k, v in agreement.items())
     console.print(
         f"[green]seeds[/] {report['clips']} clips ({report['speech']} speech, {report['sound']} sound) in "
-        f"{seconds:.1f} s -> {out}; split {report['split']}\n  whisper WER: {wer or 'n/a'}\n  measured vs espeak settings: {agree or 'n/a'}"
+        f"{seconds:.1f} s -> {out}; split {report['split']}\n  whisper WER: {wer or 'n/a'}\n  metadata agrees with the signal: {agree or 'n/a'}"
     )
     if track:
         metrics = {f"wer.{k}": v["wer"] for k, v in wers.items()}

@@ -19,11 +19,11 @@ from components.config import SeedsConfig
 from components.measure import looks_like_speech
 from components.progress import progress_bar
 from components.records import MANIFEST, SEED_SHARD_DIR, clip_member, iter_jsonl, rewrite
+from components.seeds.attributes import UNITS, EdgeFitter, attributes, fixed_edges, signal_values
 from components.seeds.describe import sound_description, speech_description
 from components.seeds.split import assign_splits
 from components.model.transcribe import Engine, make_transcriber
 from components.text import wer
-from components.vocab import LEVELS, SPEEDS
 
 REPORT = "report.json"
 
@@ -90,32 +90,6 @@ def _local(model: str | Path) -> str:
     return str(Path(model).absolute()) if Path(model).exists() else str(model)  # links kept: `<dir>-ct2` is a sibling link
 
 
-def _attributes(meta: dict[str, Any], m: A.Measured, transcript: str, cfg: SeedsConfig) -> dict[str, dict]:
-    """Paper field -> {"value", "source"}: metadata when it gives one, else measured."""
-    out: dict[str, dict] = {}
-    if meta.get("emotion"):
-        out["Emotion"] = {"value": str(meta["emotion"]).capitalize(), "source": "metadata"}
-    gender = meta.get("gender")
-    if gender:
-        gender = {"m": "Male", "f": "Female"}.get(str(gender).lower()[:1], str(gender))
-        out["Gender"] = {"value": gender, "source": "metadata"}
-    elif A.gender_from_pitch(m.pitch_hz):
-        out["Gender"] = {"value": A.gender_from_pitch(m.pitch_hz), "source": "measured"}
-    measured = {
-        "Pitch": (meta.get("pitch"), m.pitch_hz, cfg.pitch_hz_edges, LEVELS),
-        "Volume": (meta.get("volume"), m.loudness_db, cfg.volume_dbfs_edges, LEVELS),
-        "Speaking speed": (
-            meta.get("speaking_speed"), A.words_per_second(transcript, m.voiced_seconds), cfg.speed_wps_edges, SPEEDS,
-        ),
-    }
-    for name, (given, value, edges, words) in measured.items():
-        if given:
-            out[name] = {"value": str(given), "source": "metadata"}
-        elif value is not None:
-            out[name] = {"value": A.bucket(value, edges, words), "source": "measured"}
-    return out
-
-
 class Heard(NamedTuple):
     """What one pass over a clip's audio leaves for the later passes (the samples are not kept)."""
 
@@ -124,18 +98,25 @@ class Heard(NamedTuple):
     samples: int
 
 
-def _seed_row(row: dict[str, Any], heard: Heard, whisper_text: str | None, cfg: SeedsConfig) -> dict[str, Any]:
-    """The seed row of one manifest row (without its split): metadata first, else measured, else Whisper."""
+def _speech(row: dict[str, Any], heard: Heard, whisper_text: str | None) -> str | None:
+    """The transcript of a speech clip (metadata first, else Whisper's); None for a sound."""
+    transcript = row["metadata"].get("transcript") or whisper_text or ""
+    kind = row["metadata"].get("kind") or ("speech" if looks_like_speech(transcript, heard.measured) else "sound")
+    return transcript if kind == "speech" else None
+
+
+def _seed_row(row: dict[str, Any], heard: Heard, whisper_text: str | None, edges: dict[str, list[float]]) -> dict[str, Any]:
+    """The seed row of one manifest row (without its split): metadata first, else measured, else Whisper;
+    the measurable attributes always from the signal (components/seeds/attributes.py)."""
     m, meta = heard.measured, row["metadata"]
     given = meta.get("transcript")
-    transcript = given or whisper_text or ""
-    kind = meta.get("kind") or ("speech" if looks_like_speech(transcript, m) else "sound")
+    transcript = _speech(row, heard, whisper_text)
+    kind = "speech" if transcript is not None else "sound"
     if kind == "speech":
-        attrs = _attributes(meta, m, transcript, cfg)
+        attrs = attributes(meta, m, transcript, edges)
         desc = speech_description(m.duration, transcript, {k: v["value"] for k, v in attrs.items()})
     else:
         attrs = {"Audio category": {"value": str(meta.get("category", "unknown")), "source": "metadata" if meta.get("category") else "unknown"}}
-        transcript = None
         desc = sound_description(m.duration, attrs["Audio category"]["value"])
     return {
         "id": row["id"],
@@ -211,18 +192,29 @@ def build_seeds(
     whisper = {need[c]: text for chunk, result in zip(chunks, done) for c, text in zip(chunk, result.texts)}
     engine = done[0].engine if done else job.load().engine
 
-    def seed_rows() -> Iterator[dict[str, Any]]:
+    def first_pass() -> Iterator[tuple[dict[str, Any], Heard, str | None]]:
+        """The manifest's rows again, each with what the first pass heard and Whisper's text."""
         changed = ValueError(f"{manifest} changed while `desta seeds` read it: re-run when ingest is done")
         n = 0
         for n, row in enumerate(_rows(manifest), 1):
             if n > len(heard) or not heard[n - 1].ref.endswith("/" + clip_member(row["id"])):  # no path resolving per row
                 raise changed
-            yield _seed_row(row, heard[n - 1], whisper.get(n - 1), cfg)
+            yield row, heard[n - 1], whisper.get(n - 1)
         if n != len(heard):
             raise changed
 
+    fitter = EdgeFitter()
+    for row, h, text in first_pass():
+        transcript = _speech(row, h, text)
+        if transcript is not None:
+            fitter.add(signal_values(h.measured, transcript))
+    edges = fitter.edges(fixed_edges(cfg))
+
+    def seed_rows() -> Iterator[dict[str, Any]]:
+        return (_seed_row(row, h, text, edges) for row, h, text in first_pass())
+
     splits = assign_splits(seed_rows(), test_fraction, cfg.split_seed)
-    report = Report(cfg)
+    report = Report(edges)
     _write_shards(out_dir, (report.add(row | {"split": split}) for row, split in zip(seed_rows(), splits)),
                   cfg.shard_rows)
     report_doc = report.result() | {"whisper_engine": engine}  # e.g. ct2/float32
@@ -255,22 +247,16 @@ def _write_shard(path: Path, lines: list[str], out_dir: Path) -> None:
 
 class Report:
     """The seeds report from the rows as they stream past (`add`): counts, Whisper WER on the clips with a
-    known transcript (a sample per dataset), and measured-vs-truth agreement on synthesised clips."""
+    known transcript (a sample per dataset), the attributes' edges and words, and how often the metadata's
+    word agrees with the signal's (components/seeds/attributes.py)."""
 
-    def __init__(self, cfg: SeedsConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, edges: dict[str, list[float]]) -> None:
+        self.edges = edges
         self.kinds: Counter[str] = Counter()
         self.splits: Counter[str] = Counter()
         self.known: dict[str, tuple[list[str], list[str]]] = {}  # dataset -> (truths, Whisper's texts)
-        self.agree: dict[str, list[int]] = {}  # field -> [agree, n]
-
-    def _measured(self, r: dict[str, Any]) -> dict[str, str | None]:
-        cfg, m = self.cfg, r["measured"]
-        w = A.words_per_second(r["transcript"] or "", m["voiced_seconds"])
-        return {"Gender": A.gender_from_pitch(m["pitch_hz"]),
-                "Pitch": A.bucket(m["pitch_hz"], cfg.pitch_hz_edges, LEVELS) if m["pitch_hz"] else None,
-                "Volume": A.bucket(m["loudness_db"], cfg.volume_dbfs_edges, LEVELS) if m["loudness_db"] is not None else None,
-                "Speaking speed": A.bucket(w, cfg.speed_wps_edges, SPEEDS) if w else None}
+        self.words: dict[str, Counter[str]] = {}  # attribute -> word -> speech clips
+        self.agree: dict[str, list[int]] = {}  # attribute -> [agree, n]
 
     def add(self, r: dict[str, Any]) -> dict[str, Any]:
         """Count one row; returns it (so a writer's stream can pass through)."""
@@ -280,18 +266,17 @@ class Report:
             truths, heard = self.known.setdefault(r["dataset"], ([], []))
             truths.append(r["transcript"])
             heard.append(r["whisper_transcript"])
-        if r.get("synth"):
-            truth = {"Gender": r["attributes"]["Gender"]["value"], "Pitch": r["synth"]["pitch"],
-                     "Volume": r["synth"]["volume"], "Speaking speed": r["synth"]["speed"]}
-            for field, value in self._measured(r).items():
-                counts = self.agree.setdefault(field, [0, 0])
-                counts[0] += truth[field] == value
-                counts[1] += 1
+        if r["kind"] == "speech":
+            for name, a in r["attributes"].items():
+                self.words.setdefault(name, Counter())[a["value"]] += 1
+                other = a.get("metadata") or a.get("signal")
+                if other:
+                    counts = self.agree.setdefault(name, [0, 0])
+                    counts[0] += other == a["value"]
+                    counts[1] += 1
         return r
 
     def result(self) -> dict[str, Any]:
-        agreement = {f: {"agree": round(a / n, 4) if n else None, "n": n}
-                     for f in ("Gender", "Pitch", "Volume", "Speaking speed") for a, n in [self.agree.get(f, [0, 0])]}
         return {
             "clips": sum(self.kinds.values()),
             "speech": self.kinds.get("speech", 0),
@@ -299,5 +284,7 @@ class Report:
             "split": dict(sorted(self.splits.items())),
             "whisper_wer_on_known_transcripts": {ds: {"wer": round(wer(t, h), 4), "n": len(t)}
                                                  for ds, (t, h) in sorted(self.known.items())},
-            "measured_vs_espeak_settings": agreement,
+            "attribute_edges": {name: {"edges": e, "unit": UNITS[name]} for name, e in self.edges.items()},
+            "attribute_words": {name: dict(sorted(c.items())) for name, c in sorted(self.words.items())},
+            "metadata_vs_signal": {name: {"agree": round(a / n, 4), "n": n} for name, (a, n) in sorted(self.agree.items())},
         }

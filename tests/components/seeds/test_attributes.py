@@ -1,4 +1,5 @@
-"""Measured attributes on real synthetic speech whose settings we choose (espeak-ng)."""
+"""Measured attributes on real synthetic speech whose settings we choose (espeak-ng), and the words a
+seed row gets from them (components/seeds/attributes.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from components.audio import load_audio
-from components.measure import gender_from_pitch, measure, words_per_second
+from components.measure import Measured, gender_from_pitch, measure, syllable_count, syllables_per_second, words_per_second
+from components.seeds.attributes import EdgeFitter, attributes, metadata_words
 
 TEXT = "The train to the city leaves at seven in the morning."
 
@@ -44,6 +46,52 @@ def test_pitch_follows_espeak_pitch(tmp: Path) -> None:
     high = measure(_speak(tmp, "high", "-v", "en-us+m3", "-p", "90"))
     assert high.pitch_hz > 1.3 * low.pitch_hz
     assert gender_from_pitch(low.pitch_hz) == "Male"
+
+
+def test_female_voice_reads_female_and_a_tone_reads_its_frequency(tmp: Path) -> None:
+    """Praat's F0 on an espeak female voice (torchaudio's estimator read these ~150 Hz: "male")."""
+    female = measure(_speak(tmp, "female", "-v", "en-us+f3", "-p", "50"))
+    assert female.pitch_hz > 180 and gender_from_pitch(female.pitch_hz) == "Female"
+    t = np.arange(16000) / 16000
+    tone = measure(torch.from_numpy((0.3 * np.sin(2 * np.pi * 220.0 * t)).astype(np.float32)))
+    assert tone.pitch_hz == pytest.approx(220.0, rel=0.01)
+
+
+def test_speaking_rate_counts_syllables(tmp: Path) -> None:
+    assert [syllable_count(w) for w in ("the", "city", "morning", "everything", "zorblake")] == [1, 2, 2, 3, 2]
+    slow = measure(_speak(tmp, "slow2", "-v", "en-us+f2", "-s", "110"))
+    fast = measure(_speak(tmp, "fast2", "-v", "en-us+f2", "-s", "220"))
+    ratio = syllables_per_second(TEXT, fast.voiced_seconds) / syllables_per_second(TEXT, slow.voiced_seconds)
+    assert 1.6 < ratio < 2.4  # espeak's rate doubled
+    assert syllables_per_second("", 1.0) is None and syllables_per_second(TEXT, 0.0) is None
+
+
+def test_edges_split_the_corpus_evenly_unless_fixed() -> None:
+    fitter = EdgeFitter()
+    for i in range(100):
+        fitter.add({"Pitch": 100.0 + i, "Volume": -40.0 + i / 5, "Speaking speed": None if i % 2 else 2.0 + i / 20})
+    fixed = {"Pitch": None, "Volume": [-40.0, -30.0, -20.0, -10.0], "Speaking speed": None}
+    edges = fitter.edges(fixed)
+    assert edges["Pitch"] == pytest.approx([119.8, 139.6, 159.4, 179.2]) and edges["Volume"] == fixed["Volume"]
+    assert len(edges["Speaking speed"]) == 4  # from the 50 clips that had a rate
+    assert EdgeFitter().edges({"Pitch": None, "Volume": None, "Speaking speed": None})["Pitch"] == []
+
+
+def test_signal_decides_and_the_metadata_word_is_kept_beside_it() -> None:
+    """espeak's "High" pitch setting on a low male voice: the row says what is heard, and keeps the setting."""
+    edges = {"Pitch": [100.0, 130.0, 165.0, 210.0], "Volume": [-40.0, -32.0, -24.0, -18.5],
+             "Speaking speed": [3.0, 4.0, 5.0, 6.0]}
+    meta = {"gender": "m", "emotion": "neutral", "synth": {"pitch": "High", "volume": "Medium", "speed": "Slow"}}
+    m = Measured(duration=3.0, voiced_seconds=2.0, pitch_hz=95.0, loudness_db=-28.0)
+    attrs = attributes(meta, m, TEXT, edges)  # 14 syllables in 2 s: 7/s
+    assert attrs["Pitch"] == {"value": "Very low", "source": "signal", "metadata": "High"}
+    assert attrs["Volume"] == {"value": "Medium", "source": "signal", "metadata": "Medium"}
+    assert attrs["Speaking speed"] == {"value": "Very fast", "source": "signal", "metadata": "Slow"}
+    assert attrs["Gender"] == {"value": "Male", "source": "metadata", "signal": "Male"}
+    assert attrs["Emotion"]["value"] == "Neutral"
+    assert metadata_words({"pitch": "Low", "synth": {"pitch": "High"}}) == {"Pitch": "Low"}  # the corpus's own key first
+    plain = attributes({}, Measured(1.0, 0.5, None, None), "", edges)
+    assert plain == {}  # nothing measurable, nothing made up
 
 
 def test_silence_and_tiny_clips_do_not_crash() -> None:

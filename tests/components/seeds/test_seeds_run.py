@@ -79,6 +79,13 @@ def test_report_measures_whisper_on_known_transcripts(seeded: tuple[Path, dict])
     assert report["clips"] == 5 and report["sound"] == 1
     raw = report["whisper_wer_on_known_transcripts"]["raw"]
     assert raw["n"] == 3 and raw["wer"] < 0.2
+    # every measurable attribute's words come from edges fitted to these 4 speech clips
+    assert all(len(e["edges"]) == 4 and e["edges"] == sorted(e["edges"]) for e in report["attribute_edges"].values())
+    words = report["attribute_words"]
+    assert sum(words["Pitch"].values()) == sum(words["Volume"].values()) == 4 == report["speech"]
+    assert report["metadata_vs_signal"]["Gender"] == {"agree": 1.0, "n": 3}  # the corpus's "Female": F0 agrees
+    rows = list(read_seeds(root / "seeds"))
+    assert all(r["attributes"]["Pitch"]["source"] == "signal" for r in rows if r["kind"] == "speech")
     assert json.loads((root / "seeds" / "report.json").read_text()) == report
 
 
