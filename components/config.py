@@ -82,7 +82,7 @@ class SeedsConfig(Section):
     # Held-out split (by speaker and transcript groups); the fraction is evaluate.heldout_fraction.
     split_seed: int = 0
     # Bucket edges (4, ascending) map a measurement to the paper's five words, e.g. Very low … Very high;
-    # None = fitted to each run's speech clips (each word the same share; report.json records them).
+    # None = fitted to each run's speech clips (equal steps over their range; report.json records them).
     # Fix them to keep a word's meaning across retrains on changing corpora.
     pitch_hz_edges: list[float] | None = None  # median F0
     volume_dbfs_edges: list[float] | None = None  # voiced RMS

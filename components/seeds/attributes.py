@@ -1,10 +1,10 @@
 """A speech clip's attributes as a listener hears them: from its signal, in the paper's words.
 
 Pitch (median F0), volume (voiced RMS, dBFS) and speaking speed (syllables per voiced second) are
-always measured; each maps to five words by edges that split the corpus's speech clips evenly (fitted
-per run, or fixed in params to keep the words' meaning across retrains). Metadata that names one of
-these (espeak's settings, a corpus's own labels) is not used for it: espeak's pitch setting is relative
-to its voice, so "High" on a low male voice and on a high female voice are different sounds. Where the
+always measured; each maps to five words by edges in equal steps of what a listener hears over the
+corpus's range (fitted per run, or fixed in params to keep the words' meaning across retrains).
+Metadata that names one of these (espeak's settings, a corpus's own labels) is not used for it:
+espeak's pitch setting is relative to its voice, so "High" on a low male voice and on a high female voice are different sounds. Where the
 metadata gives a word, the row keeps it beside the measured one and the report counts the agreement.
 Gender and emotion come from metadata when given (a speaker's gender is not one measurement); else
 gender is read from F0.
@@ -36,9 +36,15 @@ def fixed_edges(cfg: SeedsConfig) -> dict[str, list[float] | None]:
     return {"Pitch": cfg.pitch_hz_edges, "Volume": cfg.volume_dbfs_edges, "Speaking speed": cfg.speed_sps_edges}
 
 
+# The scale each measurement is heard on: F0 and speaking rate by ratios (log), loudness in dB already.
+_SCALE = {"Pitch": (np.log, np.exp), "Volume": (lambda x: x, lambda x: x), "Speaking speed": (np.log, np.exp)}
+
+
 class EdgeFitter:
-    """Collects the speech clips' measurements (8 bytes each) and fits each attribute's edges: the
-    quantiles that give every word the same share of clips, unless params fix them."""
+    """Collects the speech clips' measurements (8 bytes each) and fits each attribute's edges: equal steps
+    on the scale a listener hears (semitones, dB, rate ratios) between the corpus's 5th and 95th
+    percentiles, unless params fix them. Equal steps, not equal shares: one speaker's many clips (the
+    asterisk prompts) would otherwise split a 20 Hz, 3 dB range into five words no one hears apart."""
 
     def __init__(self) -> None:
         self.values = {name: array("d") for name in WORDS}
@@ -51,10 +57,14 @@ class EdgeFitter:
     def edges(self, fixed: dict[str, list[float] | None]) -> dict[str, list[float]]:
         out = {}
         for name, words in WORDS.items():
+            if fixed[name] is not None:
+                out[name] = list(fixed[name])
+                continue
             xs = np.frombuffer(self.values[name], dtype=np.float64)
-            share = np.arange(1, len(words)) / len(words)
-            out[name] = list(fixed[name]) if fixed[name] is not None else \
-                [round(float(q), 3) for q in np.quantile(xs, share)] if xs.size else []
+            to, back = _SCALE[name]
+            lo, hi = np.percentile(to(xs), [5, 95]) if xs.size else (0.0, 0.0)
+            steps = lo + (hi - lo) * np.arange(1, len(words)) / len(words)
+            out[name] = [round(float(e), 3) for e in back(steps)] if xs.size else []
         return out
 
 
