@@ -4,8 +4,9 @@ Pitch (median F0), volume (voiced RMS, dBFS) and speaking speed (syllables per v
 always measured; each maps to five words by edges in equal steps of what a listener hears over the
 corpus's range (fitted per run, or fixed in params to keep the words' meaning across retrains).
 Metadata that names one of these (espeak's settings, a corpus's own labels) is not used for it:
-espeak's pitch setting is relative to its voice, so "High" on a low male voice and on a high female voice are different sounds. Where the
-metadata gives a word, the row keeps it beside the measured one and the report counts the agreement.
+espeak's pitch setting is relative to its voice, so "High" on a low male voice and on a high female
+voice are different sounds. Where the metadata gives a word, the row keeps it beside the measured one
+and the report counts the agreement.
 Gender and emotion come from metadata when given (a speaker's gender is not one measurement); else
 gender is read from F0.
 """

@@ -105,7 +105,9 @@ def _speech(row: dict[str, Any], heard: Heard, whisper_text: str | None) -> str 
     return transcript if kind == "speech" else None
 
 
-def _seed_row(row: dict[str, Any], heard: Heard, whisper_text: str | None, edges: dict[str, list[float]]) -> dict[str, Any]:
+def _seed_row(
+    row: dict[str, Any], heard: Heard, whisper_text: str | None, edges: dict[str, list[float]]
+) -> dict[str, Any]:
     """The seed row of one manifest row (without its split): metadata first, else measured, else Whisper;
     the measurable attributes always from the signal (components/seeds/attributes.py)."""
     m, meta = heard.measured, row["metadata"]
@@ -157,8 +159,8 @@ def build_seeds(
     """Write seed rows for every clip in manifest_dir/manifest.jsonl; returns the report. Whisper's
     chunks run through `map_chunks` (default: here, one after another; flows/seeds.py: as tasks).
 
-    The manifest is read three times, streaming (measure, split, write): between the passes a reference,
-    the measurements and the length of each clip are kept, and Whisper's text of the clips it heard; never
+    The manifest is read four times, streaming (measure, fit edges, split, write): between the passes a
+    reference, the measurements and the length of each clip are kept, and Whisper's text of the clips it heard; never
     a clip's audio after it is measured, nor every seed row (7,000 hours of audio are ~1.6 TB as samples)."""
     manifest = manifest_dir / MANIFEST
     total = _count_rows(manifest) if manifest.is_file() else 0
