@@ -107,3 +107,14 @@ def test_silence_and_tiny_clips_do_not_crash() -> None:
     assert m.pitch_hz is None and m.loudness_db is None and m.voiced_seconds >= 0
     short = measure(torch.from_numpy(np.sin(np.arange(1600) / 16000 * 2 * np.pi * 200).astype(np.float32)))
     assert short.pitch_hz is None and short.loudness_db is not None
+
+
+def test_fixed_edges_must_be_four_ascending() -> None:
+    from pydantic import ValidationError
+
+    from components.config import SeedsConfig
+
+    assert SeedsConfig(pitch_hz_edges=[100.0, 130.0, 165.0, 210.0]).pitch_hz_edges[0] == 100.0
+    for bad in ([100.0, 130.0, 165.0], [100.0, 90.0, 165.0, 210.0]):
+        with pytest.raises(ValidationError, match="4 ascending edges"):
+            SeedsConfig(pitch_hz_edges=bad)
