@@ -13,7 +13,6 @@ import math
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
-
 from functools import cache
 
 import numpy as np
@@ -77,11 +76,6 @@ def gender_from_pitch(pitch_hz: float | None) -> str | None:
     if pitch_hz is None:
         return None
     return "Male" if pitch_hz < MALE_F0_HZ else "Female"
-
-
-def words_per_second(transcript: str, voiced_seconds: float) -> float | None:
-    words = len(transcript.split())
-    return words / voiced_seconds if words and voiced_seconds > 0 else None
 
 
 @cache

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from components.audio import load_audio
-from components.measure import Measured, gender_from_pitch, measure, syllable_count, syllables_per_second, words_per_second
+from components.measure import Measured, gender_from_pitch, measure, syllable_count, syllables_per_second
 from components.seeds.attributes import EdgeFitter, attributes, metadata_words
 
 TEXT = "The train to the city leaves at seven in the morning."
@@ -37,7 +37,7 @@ def test_volume_follows_gain(tmp: Path) -> None:
 def test_speed_follows_espeak_rate(tmp: Path) -> None:
     slow = measure(_speak(tmp, "slow", "-v", "en-us+m3", "-s", "100"))
     fast = measure(_speak(tmp, "fast", "-v", "en-us+m3", "-s", "250"))
-    assert words_per_second(TEXT, fast.voiced_seconds) > 1.8 * words_per_second(TEXT, slow.voiced_seconds)
+    assert syllables_per_second(TEXT, fast.voiced_seconds) > 1.8 * syllables_per_second(TEXT, slow.voiced_seconds)
     assert slow.voiced_seconds <= slow.duration
 
 
