@@ -14,6 +14,7 @@ gender is read from F0.
 from __future__ import annotations
 
 from array import array
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,26 @@ from components import measure as A
 from components.config import SeedsConfig
 from components.vocab import LEVELS, SPEEDS
 
-WORDS = {"Pitch": LEVELS, "Volume": LEVELS, "Speaking speed": SPEEDS}
-UNITS = {"Pitch": "Hz (median F0)", "Volume": "dBFS (voiced RMS)", "Speaking speed": "syllables per voiced second"}
-_META_KEYS = {"Pitch": ("pitch", "pitch"), "Volume": ("volume", "volume"), "Speaking speed": ("speaking_speed", "speed")}
+
+@dataclass(frozen=True)
+class Scale:
+    """How one measured attribute is named: its words, unit, the params field that may fix its edges, the
+    metadata keys that may name it (a corpus's own, espeak's setting), and whether it is heard by ratios
+    (F0, speaking rate: edges in equal log steps) or already on a heard scale (dB)."""
+
+    words: tuple[str, ...]
+    unit: str
+    edges_param: str
+    meta_key: str
+    synth_key: str
+    by_ratio: bool
+
+
+SCALES = {
+    "Pitch": Scale(tuple(LEVELS), "Hz (median F0)", "pitch_hz_edges", "pitch", "pitch", True),
+    "Volume": Scale(tuple(LEVELS), "dBFS (voiced RMS)", "volume_dbfs_edges", "volume", "volume", False),
+    "Speaking speed": Scale(tuple(SPEEDS), "syllables per voiced second", "speed_sps_edges", "speaking_speed", "speed", True),
+}
 
 
 def signal_values(m: A.Measured, transcript: str) -> dict[str, float | None]:
@@ -34,11 +52,7 @@ def signal_values(m: A.Measured, transcript: str) -> dict[str, float | None]:
 
 
 def fixed_edges(cfg: SeedsConfig) -> dict[str, list[float] | None]:
-    return {"Pitch": cfg.pitch_hz_edges, "Volume": cfg.volume_dbfs_edges, "Speaking speed": cfg.speed_sps_edges}
-
-
-# The scale each measurement is heard on: F0 and speaking rate by ratios (log), loudness in dB already.
-_SCALE = {"Pitch": (np.log, np.exp), "Volume": (lambda x: x, lambda x: x), "Speaking speed": (np.log, np.exp)}
+    return {name: getattr(cfg, s.edges_param) for name, s in SCALES.items()}
 
 
 class EdgeFitter:
@@ -48,7 +62,7 @@ class EdgeFitter:
     asterisk prompts) would otherwise split a 20 Hz, 3 dB range into five words no one hears apart."""
 
     def __init__(self) -> None:
-        self.values = {name: array("d") for name in WORDS}
+        self.values = {name: array("d") for name in SCALES}
 
     def add(self, values: dict[str, float | None]) -> None:
         for name, v in values.items():
@@ -57,44 +71,48 @@ class EdgeFitter:
 
     def edges(self, fixed: dict[str, list[float] | None]) -> dict[str, list[float]]:
         out = {}
-        for name, words in WORDS.items():
+        for name, scale in SCALES.items():
             if fixed[name] is not None:
                 out[name] = list(fixed[name])
                 continue
             xs = np.frombuffer(self.values[name], dtype=np.float64)
-            to, back = _SCALE[name]
-            lo, hi = np.percentile(to(xs), [5, 95]) if xs.size else (0.0, 0.0)
-            steps = lo + (hi - lo) * np.arange(1, len(words)) / len(words)
-            out[name] = [round(float(e), 3) for e in back(steps)] if xs.size else []
+            if not xs.size:
+                out[name] = []
+                continue
+            heard = np.log(xs) if scale.by_ratio else xs
+            lo, hi = np.percentile(heard, [5, 95])
+            steps = lo + (hi - lo) * np.arange(1, len(scale.words)) / len(scale.words)
+            out[name] = [round(float(e), 3) for e in (np.exp(steps) if scale.by_ratio else steps)]
         return out
 
 
 def metadata_words(meta: dict[str, Any]) -> dict[str, str]:
     """The words a clip's metadata gives for the measured attributes (its own keys, or espeak's settings)."""
     synth = meta.get("synth") or {}
-    out = {name: meta.get(key) or synth.get(synth_key) for name, (key, synth_key) in _META_KEYS.items()}
+    out = {name: meta.get(s.meta_key) or synth.get(s.synth_key) for name, s in SCALES.items()}
     return {name: str(word) for name, word in out.items() if word}
 
 
-def attributes(meta: dict[str, Any], m: A.Measured, transcript: str, edges: dict[str, list[float]]) -> dict[str, dict]:
-    """Paper field -> {"value", "source"}, plus the other source's word where there is one ("metadata" beside a
-    measured word, "signal" beside a metadata gender), for the report's agreement."""
+def attributes(meta: dict[str, Any], m: A.Measured, values: dict[str, float | None],
+               edges: dict[str, list[float]]) -> dict[str, dict]:
+    """Paper field -> {"value", "source"} from a clip's metadata, measurement and `signal_values`, plus the
+    other source's word where there is one ("metadata" beside a measured word, "signal" beside a metadata
+    gender), for the report's agreement."""
     out: dict[str, dict] = {}
     if meta.get("emotion"):
         out["Emotion"] = {"value": str(meta["emotion"]).capitalize(), "source": "metadata"}
+    heard_gender = A.gender_from_pitch(m.pitch_hz)
     gender = meta.get("gender")
     if gender:
         gender = {"m": "Male", "f": "Female"}.get(str(gender).lower()[:1], str(gender))
-        out["Gender"] = {"value": gender, "source": "metadata"}
-        if A.gender_from_pitch(m.pitch_hz):
-            out["Gender"]["signal"] = A.gender_from_pitch(m.pitch_hz)
-    elif A.gender_from_pitch(m.pitch_hz):
-        out["Gender"] = {"value": A.gender_from_pitch(m.pitch_hz), "source": "signal"}
+        out["Gender"] = {"value": gender, "source": "metadata"} | ({"signal": heard_gender} if heard_gender else {})
+    elif heard_gender:
+        out["Gender"] = {"value": heard_gender, "source": "signal"}
     given = metadata_words(meta)
-    for name, value in signal_values(m, transcript).items():
+    for name, value in values.items():
         if value is None:
             continue
-        out[name] = {"value": A.bucket(value, edges[name], WORDS[name]), "source": "signal"}
+        out[name] = {"value": A.bucket(value, edges[name], SCALES[name].words), "source": "signal"}
         if given.get(name):
             out[name]["metadata"] = given[name]
     return out

@@ -19,7 +19,7 @@ from components.config import SeedsConfig
 from components.measure import looks_like_speech
 from components.progress import progress_bar
 from components.records import MANIFEST, SEED_SHARD_DIR, clip_member, iter_jsonl, rewrite
-from components.seeds.attributes import UNITS, EdgeFitter, attributes, fixed_edges, signal_values
+from components.seeds.attributes import SCALES, EdgeFitter, attributes, fixed_edges, signal_values
 from components.seeds.describe import sound_description, speech_description
 from components.seeds.split import assign_splits
 from components.model.transcribe import Engine, make_transcriber
@@ -91,18 +91,26 @@ def _local(model: str | Path) -> str:
 
 
 class Heard(NamedTuple):
-    """What one pass over a clip's audio leaves for the later passes (the samples are not kept)."""
+    """What the passes over a clip keep for the later ones (the samples are not kept): its reference,
+    measurements and length, and, once Whisper has run, whether it is speech and its `signal_values`
+    (None for a sound) -- the speech check and syllable count run once a clip."""
 
     ref: str
     measured: A.Measured
     samples: int
+    signal: dict[str, float | None] | None = None
 
 
-def _speech(row: dict[str, Any], heard: Heard, whisper_text: str | None) -> str | None:
-    """The transcript of a speech clip (metadata first, else Whisper's); None for a sound."""
-    transcript = row["metadata"].get("transcript") or whisper_text or ""
-    kind = row["metadata"].get("kind") or ("speech" if looks_like_speech(transcript, heard.measured) else "sound")
-    return transcript if kind == "speech" else None
+def _transcript(row: dict[str, Any], whisper_text: str | None) -> str:
+    """The metadata's transcript first, else Whisper's."""
+    return row["metadata"].get("transcript") or whisper_text or ""
+
+
+def _signal(row: dict[str, Any], heard: Heard, whisper_text: str | None) -> dict[str, float | None] | None:
+    """A speech clip's `signal_values`; None for a sound (the metadata's kind first, else Whisper's words)."""
+    transcript = _transcript(row, whisper_text)
+    kind = row["metadata"].get("kind") or ("speech" if looks_like_speech(transcript, heard.measured.voiced_seconds) else "sound")
+    return signal_values(heard.measured, transcript) if kind == "speech" else None
 
 
 def _seed_row(
@@ -112,10 +120,10 @@ def _seed_row(
     the measurable attributes always from the signal (components/seeds/attributes.py)."""
     m, meta = heard.measured, row["metadata"]
     given = meta.get("transcript")
-    transcript = _speech(row, heard, whisper_text)
-    kind = "speech" if transcript is not None else "sound"
-    if kind == "speech":
-        attrs = attributes(meta, m, transcript, edges)
+    kind = "speech" if heard.signal is not None else "sound"
+    transcript = _transcript(row, whisper_text) if kind == "speech" else None
+    if heard.signal is not None:
+        attrs = attributes(meta, m, heard.signal, edges)
         desc = speech_description(m.duration, transcript, {k: v["value"] for k, v in attrs.items()})
     else:
         attrs = {"Audio category": {"value": str(meta.get("category", "unknown")), "source": "metadata" if meta.get("category") else "unknown"}}
@@ -160,7 +168,8 @@ def build_seeds(
     chunks run through `map_chunks` (default: here, one after another; flows/seeds.py: as tasks).
 
     The manifest is read four times, streaming (measure, fit edges, split, write): between the passes a
-    reference, the measurements and the length of each clip are kept, and Whisper's text of the clips it heard; never
+    reference, the measurements, the length and (after Whisper) the signal values of each clip are kept, and
+    Whisper's text of the clips it heard; never
     a clip's audio after it is measured, nor every seed row (7,000 hours of audio are ~1.6 TB as samples)."""
     manifest = manifest_dir / MANIFEST
     total = _count_rows(manifest) if manifest.is_file() else 0
@@ -206,10 +215,10 @@ def build_seeds(
             raise changed
 
     fitter = EdgeFitter()
-    for row, h, text in first_pass():
-        transcript = _speech(row, h, text)
-        if transcript is not None:
-            fitter.add(signal_values(h.measured, transcript))
+    for i, (row, h, text) in enumerate(first_pass()):
+        heard[i] = h._replace(signal=_signal(row, h, text))
+        if heard[i].signal is not None:
+            fitter.add(heard[i].signal)
     edges = fitter.edges(fixed_edges(cfg))
 
     def seed_rows() -> Iterator[dict[str, Any]]:
@@ -286,7 +295,7 @@ class Report:
             "split": dict(sorted(self.splits.items())),
             "whisper_wer_on_known_transcripts": {ds: {"wer": round(wer(t, h), 4), "n": len(t)}
                                                  for ds, (t, h) in sorted(self.known.items())},
-            "attribute_edges": {name: {"edges": e, "unit": UNITS[name]} for name, e in self.edges.items()},
+            "attribute_edges": {name: {"edges": e, "unit": SCALES[name].unit} for name, e in self.edges.items()},
             "attribute_words": {name: dict(sorted(c.items())) for name, c in sorted(self.words.items())},
             "metadata_vs_signal": {name: {"agree": round(a / n, 4), "n": n} for name, (a, n) in sorted(self.agree.items())},
         }

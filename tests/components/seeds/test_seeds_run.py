@@ -26,6 +26,9 @@ KNOWN = {"agent-pass": "Please enter your password followed by the pound key.",
          "conf-onlyperson": "You are currently the only person in this conference."}
 UNLABELLED = ("vm-goodbye", "Goodbye!")  # no metadata: Whisper must transcribe it
 SOUND = Path("/usr/share/sounds/freedesktop/stereo/complete.oga")
+# espeak's settings as metadata words: a deep, slow male voice whose setting says "Very high" pitch
+SYNTH = {"text": "The train to the city leaves at seven in the morning.",
+         "args": ["-v", "en-us+m3", "-p", "0", "-s", "80"], "words": {"pitch": "Very high", "speed": "Very slow", "volume": "Medium"}}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +42,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, embedded_models: dict[str, 
         meta.append({"file": f"{name}.wav", "transcript": text, "gender": "Female", "emotion": "neutral"})
     shutil.copy(ASTERISK / f"{UNLABELLED[0]}.wav", raw / f"{UNLABELLED[0]}.wav")
     shutil.copy(SOUND, raw / "complete.oga")
+    subprocess.run(["espeak-ng", *SYNTH["args"], "-w", str(raw / "espeak.wav"), SYNTH["text"]], check=True, capture_output=True)
+    meta.append({"file": "espeak.wav", "transcript": SYNTH["text"], "gender": "Male", "synth": SYNTH["words"]})
     meta.append({"file": "complete.oga", "kind": "sound", "category": "complete"})
     (raw / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
     ingest(prepare_directory(raw), root / "ingest", Limits(0.1, 30.0, -60.0), 1 << 26, workers=2, show_progress=False)
@@ -50,7 +55,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, embedded_models: dict[str, 
 def test_rows_and_descriptions(seeded: tuple[Path, dict]) -> None:
     root, _ = seeded
     rows = {Path(json.loads(json.dumps(r))["audio"]).name: r for r in read_seeds(root / "seeds")}
-    assert len(rows) == 5
+    assert len(rows) == 6
     by_transcript = {r["transcript"]: r for r in rows.values()}
     thanks = by_transcript["Thank you."]
     assert thanks["kind"] == "speech" and thanks["transcript_source"] == "metadata"
@@ -76,15 +81,22 @@ def test_unlabelled_clip_is_transcribed_and_judged_speech(seeded: tuple[Path, di
 
 def test_report_measures_whisper_on_known_transcripts(seeded: tuple[Path, dict]) -> None:
     root, report = seeded
-    assert report["clips"] == 5 and report["sound"] == 1
+    assert report["clips"] == 6 and report["sound"] == 1
     raw = report["whisper_wer_on_known_transcripts"]["raw"]
-    assert raw["n"] == 3 and raw["wer"] < 0.2
-    # every measurable attribute's words come from edges fitted to these 4 speech clips
+    assert raw["n"] == 4 and raw["wer"] < 0.2
+    # every measurable attribute's words come from edges fitted to these 5 speech clips
     assert all(len(e["edges"]) == 4 and e["edges"] == sorted(e["edges"]) for e in report["attribute_edges"].values())
     words = report["attribute_words"]
-    assert sum(words["Pitch"].values()) == sum(words["Volume"].values()) == 4 == report["speech"]
-    assert report["metadata_vs_signal"]["Gender"] == {"agree": 1.0, "n": 3}  # the corpus's "Female": F0 agrees
+    assert sum(words["Pitch"].values()) == sum(words["Volume"].values()) == 5 == report["speech"]
+    agree = report["metadata_vs_signal"]
+    assert agree["Gender"] == {"agree": 1.0, "n": 4}  # the corpus's "Female"/"Male": F0 agrees
     rows = list(read_seeds(root / "seeds"))
+    espeak = next(r for r in rows if r["synth"])["attributes"]
+    # the deepest, slowest clip of the five: the signal says so, and the settings' words are counted beside it
+    assert espeak["Pitch"] == {"value": "Very low", "source": "signal", "metadata": "Very high"}
+    assert espeak["Speaking speed"] == {"value": "Very slow", "source": "signal", "metadata": "Very slow"}
+    assert agree["Pitch"] == {"agree": 0.0, "n": 1} and agree["Speaking speed"] == {"agree": 1.0, "n": 1}
+    assert agree["Volume"] == {"agree": float(espeak["Volume"]["value"] == "Medium"), "n": 1}
     assert all(r["attributes"]["Pitch"]["source"] == "signal" for r in rows if r["kind"] == "speech")
     assert json.loads((root / "seeds" / "report.json").read_text()) == report
 
