@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from components.audio import load_audio
-from components.measure import Measured, gender_from_pitch, measure, syllable_count, syllables_per_second
-from components.seeds.attributes import EdgeFitter, attributes, metadata_words
+from components.measure import (Measured, gender_from_pitch, measure, syllable_count, syllables_per_second,
+                                voiced_seconds)
+from components.seeds.attributes import EdgeFitter, attributes, metadata_words, signal_values
 
 TEXT = "The train to the city leaves at seven in the morning."
 
@@ -32,6 +33,7 @@ def test_volume_follows_gain(tmp: Path) -> None:
     wav = _speak(tmp, "base", "-v", "en-us+m3")
     loud, quiet = measure(wav), measure(wav * 10 ** (-12 / 20))
     assert loud.loudness_db - quiet.loudness_db == pytest.approx(12.0, abs=0.5)
+    assert voiced_seconds(wav) == loud.voiced_seconds > 1.0  # the speech check's voiced time, without F0
 
 
 def test_speed_follows_espeak_rate(tmp: Path) -> None:
@@ -91,14 +93,15 @@ def test_signal_decides_and_the_metadata_word_is_kept_beside_it() -> None:
              "Speaking speed": [3.0, 4.0, 5.0, 6.0]}
     meta = {"gender": "m", "emotion": "neutral", "synth": {"pitch": "High", "volume": "Medium", "speed": "Slow"}}
     m = Measured(duration=3.0, voiced_seconds=2.0, pitch_hz=95.0, loudness_db=-28.0)
-    attrs = attributes(meta, m, TEXT, edges)  # 14 syllables in 2 s: 7/s
+    attrs = attributes(meta, m, signal_values(m, TEXT), edges)  # 14 syllables in 2 s: 7/s
     assert attrs["Pitch"] == {"value": "Very low", "source": "signal", "metadata": "High"}
     assert attrs["Volume"] == {"value": "Medium", "source": "signal", "metadata": "Medium"}
     assert attrs["Speaking speed"] == {"value": "Very fast", "source": "signal", "metadata": "Slow"}
     assert attrs["Gender"] == {"value": "Male", "source": "metadata", "signal": "Male"}
     assert attrs["Emotion"]["value"] == "Neutral"
     assert metadata_words({"pitch": "Low", "synth": {"pitch": "High"}}) == {"Pitch": "Low"}  # the corpus's own key first
-    plain = attributes({}, Measured(1.0, 0.5, None, None), "", edges)
+    bare = Measured(1.0, 0.5, None, None)
+    plain = attributes({}, bare, signal_values(bare, ""), edges)
     assert plain == {}  # nothing measurable, nothing made up
 
 
