@@ -87,6 +87,9 @@ class SeedsConfig(Section):
     pitch_hz_edges: list[float] | None = None  # median F0
     volume_dbfs_edges: list[float] | None = None  # voiced RMS
     speed_sps_edges: list[float] | None = None  # syllables per voiced second
+    # Speech clips for the learnability probe (report.json `learnability`; components/seeds/learnability.py):
+    # up to a third held out. 0 = no probe. Each clip runs the encoder once (cached for training).
+    probe_clips: int = Field(0, ge=0)
 
     @field_validator("pitch_hz_edges", "volume_dbfs_edges", "speed_sps_edges")
     @classmethod

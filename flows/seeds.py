@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from components.config import load_params
-from components.seeds.run import ChunkResult, WhisperJob, build_seeds, transcribe_chunk
+from components.seeds.run import ChunkResult, WhisperJob, seeds_for_profile, transcribe_chunk
 from flows.runners import make_task_runner
 from flows.settings import FlowSettings
 
@@ -42,8 +42,7 @@ def as_tasks(chunks: list[list[str]], job: WhisperJob, advance) -> list[ChunkRes
 def seeds_chunks(ingested: str, out: str, params: str | None = None, progress: bool = False) -> dict[str, Any]:
     """The seeds stage with Whisper's chunks as tasks; returns the report `desta seeds` writes."""
     prof = load_params(Path(params) if params else None).active
-    return build_seeds(Path(ingested), Path(prof.data.root), Path(out), prof.models.whisper, prof.seeds,
-                       prof.evaluate.heldout_fraction, show_progress=progress, map_chunks=as_tasks)
+    return seeds_for_profile(prof, Path(ingested), Path(out), show_progress=progress, map_chunks=as_tasks)
 
 
 def run_seeds(ingested: Path, out: Path, params: Path | None = None, progress: bool = False,

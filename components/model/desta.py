@@ -25,7 +25,7 @@ from components.audio import read_audio_ref
 from components.measure import heard_speech
 from components.model import prompt as P
 from components.model.backbones import DestaSpec, LossOutput, load_backbones  # noqa: F401 -- DestaSpec: a public type here
-from components.model.encoder import audio_key, log_mel, tapped_states, valid_frames
+from components.model.encoder import audio_key, encode_states, log_mel, tapped_states, valid_frames
 from components.model.export import read_export, write_export
 from components.model.qformer import Connector
 from components.model.transcribe import quiet_whisper_generate
@@ -114,12 +114,8 @@ class DestaModel(nn.Module):
     @torch.no_grad()
     def encode(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> torch.Tensor:
         """16 kHz clips -> tapped encoder states (N, L, 1500, d), in `states_dtype`."""
-        out = []
-        for i in range(0, len(wavs), batch_size):
-            feats = log_mel(self.feature_extractor, wavs[i : i + batch_size]).to(self.device)
-            with self.autocast():
-                out.append(tapped_states(self.encoder, feats, self.spec.model.encoder_layers).to(self.states_dtype))
-        return torch.cat(out)
+        return encode_states(self.feature_extractor, self.encoder, self.spec.model.encoder_layers, wavs,
+                             self.precision == "bf16", batch_size)
 
     def connect(self, states: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         """Tapped states (+ each clip's real encoder positions) -> (N, prompt_size, llm width) vectors.

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from components.audio import read_audio_ref
 from components.modeldir import user_cache
 
 POSITIONS = 1500  # encoder positions in Whisper's 30 s window
@@ -51,6 +52,39 @@ def tapped_states(encoder: nn.Module, features: torch.Tensor, layers: Sequence[i
 def log_mel(feature_extractor, wavs: Sequence[np.ndarray]) -> torch.Tensor:
     """16 kHz clips -> Whisper log-mel features padded to 30 s."""
     return feature_extractor(list(wavs), sampling_rate=16000, return_tensors="pt").input_features
+
+
+@torch.no_grad()
+def encode_states(feature_extractor, encoder: nn.Module, layers: Sequence[int], wavs: Sequence[np.ndarray],
+                  bf16: bool, batch_size: int = 8) -> torch.Tensor:
+    """16 kHz clips -> tapped states (N, L, 1500, d): under bf16 autocast and stored bf16 when `bf16`, else fp32
+    (the dtype the connector reads and the cache keeps)."""
+    device = encoder.conv1.weight.device
+    out = []
+    for i in range(0, len(wavs), batch_size):
+        feats = log_mel(feature_extractor, wavs[i : i + batch_size]).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out.append(tapped_states(encoder, feats, layers).to(torch.bfloat16 if bf16 else torch.float32))
+    return torch.cat(out)
+
+
+class TappedEncoder:
+    """Whisper's encoder alone at the connector's taps: for a stage that needs the states the model reads
+    without loading the LLM (the seeds' learnability probe). `precision` as resolved for the device."""
+
+    def __init__(self, whisper: str, layers: Sequence[int], precision: str) -> None:
+        from transformers import WhisperFeatureExtractor, WhisperModel
+
+        self.encoder = WhisperModel.from_pretrained(whisper, dtype=torch.float32).get_encoder().eval()
+        self.feature_extractor = WhisperFeatureExtractor.from_pretrained(whisper)
+        self.layers, self.bf16 = list(layers), precision == "bf16"
+
+    @property
+    def states_dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.bf16 else torch.float32
+
+    def __call__(self, wavs: Sequence[np.ndarray]) -> torch.Tensor:
+        return encode_states(self.feature_extractor, self.encoder, self.layers, wavs, self.bf16)
 
 
 def valid_frames(wavs: Sequence[np.ndarray]) -> torch.Tensor:
@@ -109,3 +143,26 @@ class EncoderCache:
 def default_cache_root() -> Path:
     """Beside the prepared models: $DESTA_CACHE/encoder-states (default ~/.cache/desta)."""
     return user_cache("encoder-states")
+
+
+class AudioStates:
+    """Tapped encoder states for a micro-batch's clips: from the cache, else the encoder (then cached)."""
+
+    def __init__(self, encode, data_root: Path, cache: EncoderCache | None) -> None:
+        self.encode, self.data_root, self.cache = encode, data_root, cache
+        self.encoded = 0
+
+    def __call__(self, refs: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states (N, L, 1500, d), real encoder positions per clip (N,))."""
+        wavs = [read_audio_ref(self.data_root, r)[0] for r in refs]
+        keys = [audio_key(w) for w in wavs]
+        states: list[torch.Tensor | None] = [self.cache.get(k) if self.cache else None for k in keys]
+        todo = [i for i, s in enumerate(states) if s is None]
+        if todo:
+            fresh = self.encode([wavs[i] for i in todo])
+            self.encoded += len(todo)
+            for i, s in zip(todo, fresh):
+                states[i] = s
+                if self.cache:
+                    self.cache.put(keys[i], s)
+        return torch.stack(states), valid_frames(wavs)  # type: ignore[arg-type]

@@ -25,28 +25,30 @@ def seeds_command(
     track: bool = typer.Option(True, help="Log the run to MLflow."),
 ) -> None:
     """Write a seed description for every accepted clip (Whisper transcripts + measured attributes)."""
-    from components.seeds.run import REPORT, build_seeds
+    from components.seeds.run import REPORT, seeds_for_profile
 
     prof = load_profile(params, track=track)
     ingested, out = data_dir(prof, ingested, "ingest"), data_dir(prof, out, "seeds")
     t0 = time.perf_counter()
     try:
         fan_out = (ctx.obj or {}).get("seeds")
-        report = (fan_out(ingested, out, params, True) if fan_out else
-                  build_seeds(ingested, Path(prof.data.root), out, prof.models.whisper, prof.seeds,
-                              prof.evaluate.heldout_fraction))
+        report = fan_out(ingested, out, params, True) if fan_out else seeds_for_profile(prof, ingested, out)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err))
     seconds = time.perf_counter() - t0
     wers, agreement = report["whisper_wer_on_known_transcripts"], report["metadata_vs_signal"]
     wer = ", ".join(f"{k} {v['wer']:.3f} (n={v['n']})" for k, v in wers.items())
     agree = ", ".join(f"{k} {v['agree']}" for k, v in agreement.items())
+    probes = (report.get("learnability") or {}).get("attributes", {})
+    heard = ", ".join(f"{k} {v['probe']} (majority {v['majority']})" for k, v in probes.items())
     console.print(
         f"[green]seeds[/] {report['clips']} clips ({report['speech']} speech, {report['sound']} sound) in "
         f"{seconds:.1f} s -> {out}; split {report['split']}\n  whisper WER: {wer or 'n/a'}\n  metadata agrees with the signal: {agree or 'n/a'}"
+        f"\n  probe on the encoder's features, held-out voices: {heard or 'off (seeds.probe_clips: 0)'}"
     )
     if track:
         metrics = {f"wer.{k}": v["wer"] for k, v in wers.items()}
         metrics |= {f"agree.{k.replace(' ', '_')}": v["agree"] for k, v in agreement.items()}
+        metrics |= {f"probe.{k.replace(' ', '_')}": v["probe"] for k, v in probes.items()}
         log_stage("seeds", prof, {"seeds": prof.seeds.model_dump(mode="json")},
                   metrics=metrics | {"clips": report["clips"], "wall_seconds": seconds}, artifacts=[out / REPORT])

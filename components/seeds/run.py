@@ -18,9 +18,10 @@ from components.audio import audio_ref, read_audio_ref
 from components.config import SeedsConfig
 from components.measure import looks_like_speech
 from components.progress import progress_bar
-from components.records import MANIFEST, SEED_SHARD_DIR, clip_member, iter_jsonl, rewrite
+from components.records import MANIFEST, SEED_SHARD_DIR, clip_member, iter_jsonl, read_seeds, rewrite
 from components.seeds.attributes import SCALES, EdgeFitter, attributes, fixed_edges, signal_values
 from components.seeds.describe import sound_description, speech_description
+from components.seeds.learnability import ProbeSpec, learnability
 from components.seeds.split import assign_splits
 from components.model.transcribe import Engine, make_transcriber
 from components.text import wer
@@ -163,6 +164,7 @@ def build_seeds(
     test_fraction: float = 0.2,
     show_progress: bool = True,
     map_chunks: MapChunks = run_in_process,
+    probe: ProbeSpec | None = None,
 ) -> dict[str, Any]:
     """Write seed rows for every clip in manifest_dir/manifest.jsonl; returns the report. Whisper's
     chunks run through `map_chunks` (default: here, one after another; flows/seeds.py: as tasks).
@@ -229,8 +231,20 @@ def build_seeds(
     _write_shards(out_dir, (report.add(row | {"split": split}) for row, split in zip(seed_rows(), splits)),
                   cfg.shard_rows)
     report_doc = report.result() | {"whisper_engine": engine}  # e.g. ct2/float32
+    if probe:
+        with progress_bar("seeds: probe", total=min(probe.clips, report_doc["speech"]), enabled=show_progress,
+                          unit="clips") as advance:
+            report_doc["learnability"] = learnability(lambda: read_seeds(out_dir), probe.clips,
+                                                      probe.states(Path(data_root)), probe.layers, advance)
     atomic_write_text(out_dir / REPORT, json.dumps(report_doc, indent=2, sort_keys=True) + "\n")
     return report_doc
+
+
+def seeds_for_profile(prof: Any, ingested: Path, out: Path, show_progress: bool = True,
+                      map_chunks: MapChunks = run_in_process) -> dict[str, Any]:
+    """`build_seeds` with what the profile decides: one call for `desta seeds` and the fanned-out flow."""
+    return build_seeds(ingested, Path(prof.data.root), out, prof.models.whisper, prof.seeds,
+                       prof.evaluate.heldout_fraction, show_progress, map_chunks, ProbeSpec.from_profile(prof))
 
 
 def _write_shards(out_dir: Path, rows: Iterable[dict[str, Any]], shard_rows: int) -> None:

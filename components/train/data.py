@@ -19,9 +19,8 @@ from typing import Any
 
 import torch
 
-from components.audio import read_audio_ref, shard_members, split_ref
+from components.audio import shard_members, split_ref
 from components.model import prompt as P
-from components.model.encoder import EncoderCache, audio_key, valid_frames
 from components.records import label_shards
 
 ROW_KEYS = ("id", "dataset", "seed_description", "prompt", "response", "messages")
@@ -279,26 +278,3 @@ def sample_refs(refs: Sequence[Sequence[str]], n: int) -> list[str]:
 def total_steps(steps_per_epoch: int, epochs: int, max_steps: int | None) -> int:
     total = steps_per_epoch * epochs
     return min(total, max_steps) if max_steps else total
-
-
-class AudioStates:
-    """Tapped encoder states for a micro-batch's clips: from the cache, else the encoder (then cached)."""
-
-    def __init__(self, encode, data_root: Path, cache: EncoderCache | None) -> None:
-        self.encode, self.data_root, self.cache = encode, data_root, cache
-        self.encoded = 0
-
-    def __call__(self, refs: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(states (N, L, 1500, d), real encoder positions per clip (N,))."""
-        wavs = [read_audio_ref(self.data_root, r)[0] for r in refs]
-        keys = [audio_key(w) for w in wavs]
-        states: list[torch.Tensor | None] = [self.cache.get(k) if self.cache else None for k in keys]
-        todo = [i for i, s in enumerate(states) if s is None]
-        if todo:
-            fresh = self.encode([wavs[i] for i in todo])
-            self.encoded += len(todo)
-            for i, s in zip(todo, fresh):
-                states[i] = s
-                if self.cache:
-                    self.cache.put(keys[i], s)
-        return torch.stack(states), valid_frames(wavs)  # type: ignore[arg-type]

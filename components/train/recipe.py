@@ -191,7 +191,7 @@ class TrainRecipe:
 
     def _setup_state_stats(self) -> None:
         """The encoder-states source (cached when asked) and the connector's input statistics."""
-        from components.model.encoder import EncoderCache
+        from components.model.encoder import AudioStates, EncoderCache
         from components.train import data as D
 
         job, prof, enc, model = self.job, self.prof, self.enc, self.model
@@ -199,7 +199,7 @@ class TrainRecipe:
         if job.get("encoder_cache"):
             cache = EncoderCache(Path(job["encoder_cache"]), job["whisper_digest"], prof.model.encoder_layers,
                                  model.states_dtype)
-        self.audio = D.AudioStates(model.encode, self.data_root, cache)
+        self.audio = AudioStates(model.encode, self.data_root, cache)
         if prof.model.normalize_states:  # every rank computes the same statistics from the same clips
             picked = D.sample_refs([r for n, r in zip(enc.lengths, enc.refs) if n], prof.model.state_stats_clips)
             clips = model.fit_state_stats(self.audio(picked[i : i + 8]) for i in range(0, len(picked), 8))

@@ -16,7 +16,7 @@ from components.config import apply_overrides, load_params
 from components.ingest.decode import Limits
 from components.ingest.directory import prepare_directory
 from components.ingest.run import ingest
-from components.seeds.run import CHUNK_BATCHES, build_seeds, whisper_chunks
+from components.seeds.run import CHUNK_BATCHES, seeds_for_profile, whisper_chunks
 from flows.seeds import run_seeds
 from tests.conftest import REPO
 from tests.flows.fanout import kill_busy_ray_workers, settings
@@ -45,8 +45,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, embedded_models: dict[str, 
     apply_overrides(params, ["profile=tiny", f"tiny.data.root={root}", f"tiny.models.whisper={embedded_models['whisper-tiny.en']}",
                              "tiny.seeds.whisper_batch_size=1"])
     prof = load_params(params).active
-    build_seeds(root / "ingest", root, root / "reference", prof.models.whisper, prof.seeds,
-                prof.evaluate.heldout_fraction, show_progress=False)
+    seeds_for_profile(prof, root / "ingest", root / "reference", show_progress=False)
     return {"root": root, "params": params}
 
 
