@@ -81,6 +81,13 @@ def _agrees(said: dict[str, set[str]], seed: dict[str, str]) -> bool:
     return all(values == {seed[a]} for a, values in said.items() if a in seed)
 
 
+def stated_values(response: str, seed_description: str) -> list[str]:
+    """"Attribute=value" for each seed attribute the response states as the seed does, and no other way:
+    what a kept row teaches."""
+    said, seed = mentions(response), _seed_values(seed_description)
+    return [f"{a}={v}" for a, v in seed.items() if said.get(a) == {v}]
+
+
 def contradicts(sentence: str, seed_description: str) -> bool:
     """True when the sentence states a value of an attribute other than the seed's."""
     return not _agrees(mentions(sentence), _seed_values(seed_description))

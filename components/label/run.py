@@ -25,7 +25,7 @@ from typing import Any
 from components.atomic import atomic_write_text, clear_temps
 from components.config import LabelConfig, ModelsConfig
 from components.label import filters, template
-from components.label.attributes import seed_value
+from components.label.attributes import seed_value, stated_values
 from components.label.backends import Backend, Request
 from components.label.cache import Cached, ResponseCache
 from components.label.choices import choice_row
@@ -116,6 +116,9 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
     asked = Counter(f"{it.instruction.requires}={seed_value(it.seed['seed_description'], it.instruction.requires)}"
                     for it in items if it.row_id in accepted and it.instruction.requires)
     result.rows_by_asked_value = dict(sorted(asked.items()))
+    stated = Counter(v for it in items if it.row_id in accepted
+                     for v in stated_values(accepted[it.row_id].response, it.seed["seed_description"]))
+    result.rows_by_stated_value = dict(sorted(stated.items()))
     quarantine = []
     for it in pending:
         reason = history[it.row_id][-1]["reason"]
@@ -202,11 +205,13 @@ def summarize(results: list[UnitResult], wall_seconds: float) -> dict[str, Any]:
     filt: Counter[str] = Counter()
     quar: Counter[str] = Counter()
     asked: Counter[str] = Counter()
+    stated: Counter[str] = Counter()
     by_attempt: list[int] = []
     for r in results:
         filt.update(r.filtered_by_reason)
         quar.update(r.quarantined_by_reason)
         asked.update(r.rows_by_asked_value)
+        stated.update(r.rows_by_stated_value)
         for i, n in enumerate(r.generated_by_attempt):
             by_attempt += [0] * (i + 1 - len(by_attempt))
             by_attempt[i] += n
@@ -232,6 +237,7 @@ def summarize(results: list[UnitResult], wall_seconds: float) -> dict[str, Any]:
         "trimmed": sum(r.trimmed for r in results),
         "choice_rows": sum(r.choice_rows for r in results),
         "rows_by_asked_value": dict(sorted(asked.items())),
+        "rows_by_stated_value": dict(sorted(stated.items())),
         "prompt_tokens": sum(r.prompt_tokens for r in results),
         "completion_tokens": ctoks,
         "tokens": sum(r.prompt_tokens for r in results) + ctoks,

@@ -84,6 +84,9 @@ class UnitResult:
     # Kept rows per asked attribute value ("Gender=Female"): a labeller that favours one answer
     # (SmolLM2 picks the first option of "male or female?") shows up here as a skew (#7).
     rows_by_asked_value: dict[str, int] = field(default_factory=dict)
+    # Kept answers per attribute value they state as the seed does ("Pitch=High"), whatever was asked:
+    # how many training targets teach each word.
+    rows_by_stated_value: dict[str, int] = field(default_factory=dict)
     choice_rows: int = 0  # of `rows`: choice-format copies (label.choice_rows)
     process: str = ""  # host:pid that ran the unit
     process_loads: int = 0  # backends the unit's job loaded in that process by the unit's end

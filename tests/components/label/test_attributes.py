@@ -61,6 +61,16 @@ def test_focus_keeps_only_right_statements(response: str, required: str, kept: s
     assert attributes.focus(response, SEED, required) == (kept, reason)
 
 
+def test_stated_values_are_what_a_kept_answer_teaches() -> None:
+    """Counted in label stats (`rows_by_stated_value`): the seed's values the answer states, and only where
+    it states no other value of the same attribute."""
+    assert attributes.stated_values("She speaks slowly with a high pitch.", SEED) == [
+        "Gender=Female", "Pitch=High", "Speaking speed=Slow"]
+    assert attributes.stated_values("A high pitch, or maybe a low pitch. The volume is very high.", SEED) == [
+        "Volume=Very high"]
+    assert attributes.stated_values("A bell rings twice.", SOUND) == []
+
+
 def test_focus_passes_sounds_unchanged() -> None:
     assert attributes.focus("A bell rings twice.", SOUND, None) == ("A bell rings twice.", None)
 

@@ -13,7 +13,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 import components.label.units as units_mod
 from components.config import ModelsConfig
-from components.label.attributes import seed_value
+from components.label.attributes import seed_value, stated_values
 from components.label.choices import CHOICES, SUFFIX
 from components.label.generator import GeneratorMismatchWarning
 from components.label.pool import load_pool
@@ -214,6 +214,8 @@ def test_stats_count_kept_rows_per_asked_value(tmp_path: Path, models: ModelsCon
     requires = {i.text: i.requires for i in load_pool().instructions}
     asked = Counter(f"{requires[r['prompt']]}={seed_value(r['seed_description'], requires[r['prompt']])}" for r in rows)
     assert rows and stats["rows_by_asked_value"] == dict(asked)
+    stated = Counter(v for r in rows for v in stated_values(r["response"], r["seed_description"]))
+    assert stats["rows_by_stated_value"] == dict(stated) and sum(stated.values()) >= len(rows)  # focus: each states one
     assert json.loads((tmp_path / "out" / STATS).read_text())["rows_by_asked_value"] == dict(asked)
 
     # label.choice_rows: the same answers (cache hits), each followed by its choice-format copy whose
