@@ -13,7 +13,9 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: setup apt models run test bench lock clean
 
-setup: apt $(STAMP) models
+PLOTS_PAGE := infra/plots/offline.html
+
+setup: apt $(STAMP) models $(PLOTS_PAGE)
 
 apt:
 	@infra/setup/apt.sh
@@ -24,6 +26,12 @@ $(STAMP): pyproject.toml constraints.txt infra/setup/model-packages.txt infra/se
 
 models: $(STAMP)
 	@$(DESTA) setup
+
+# `dvc plots show`'s page with Vega inlined (.dvc/config points at it): renders without a network.
+$(PLOTS_PAGE): infra/plots/package.json infra/plots/package-lock.json infra/plots/build_template.py
+	@command -v npm >/dev/null || { echo "setup: error: npm missing (Node.js's package manager; Debian: apt-get install npm)" >&2; exit 1; }
+	npm ci --prefix infra/plots --no-audit --no-fund --loglevel=error
+	python3 infra/plots/build_template.py
 
 # The local stack (S3 + MLflow + Prefect, idempotent: reused when already up), its client env, then the
 # retrain flow on the embedded default; outputs are pushed to the stack's S3 remote. `desta run` alone

@@ -119,6 +119,10 @@ def run(
         console.print("[green]evaluate[/] " + ", ".join(f"{k} {data.get(k)}" for k in keys if k in data))
     else:
         console.print(f"[yellow]no evaluation metrics yet ({metrics})[/]")
+    pngs = sorted((root / "train" / "figures").glob("*.png")) + sorted((root / "evaluate" / "figures").glob("*.png"))
+    if pngs:
+        console.print(f"[green]pictures[/] {', '.join(map(str, pngs))} (also in the MLflow train and evaluate runs' "
+                      "artifacts); `dvc plots show` draws the plot data into dvc_plots/index.html (works offline)")
 
 
 def _fan_outs() -> dict:

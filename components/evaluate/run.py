@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from components import figures
 from components.atomic import atomic_write_text, clear_temps
 from components.evaluate.ask import Asker
 from components.evaluate.ifeval import IF_PROMPTS, if_check, if_settled
@@ -25,12 +26,15 @@ from components.evaluate.mmau import score_mmau
 from components.evaluate.scorers import forgetting_rate, string_match
 from components.progress import progress_bar
 from components.text import wer
-from components.vocab import MCQ_SUFFIX, SYSTEM, mcq_prompt
+from components.vocab import LEVELS, MCQ_SUFFIX, SYSTEM, mcq_prompt
 
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
 PLOT_ACCURACY = "plots/attribute_accuracy.json"
-PLOT_GENDER = "plots/gender_confusion.json"
+# Confusion plots: one record per question ({"actual", "predicted"}), as DVC's confusion template counts them.
+CONFUSIONS = {"Gender": "plots/gender_confusion.json", "Pitch": "plots/pitch_confusion.json"}
+ORDER = {"Gender": ("Male", "Female"), "Pitch": tuple(LEVELS)}
+FIGURES = "figures"  # the same data as PNG, for MLflow
 Decode = Callable[[np.ndarray], list[str]]  # Whisper encoder output (N, 1500, d) -> raw transcripts
 
 
@@ -217,9 +221,13 @@ def _write_outputs(out_dir: Path, metrics: dict[str, Any], questions: list[dict[
              "prior_forced_choice": per["prior_forced_choice"][k], "chance": per["chance"].get(k)}
             for k in per["string_match"]]
     atomic_write_text(out_dir / PLOT_ACCURACY, json.dumps(bars, indent=2) + "\n")
-    gender = Counter((q["answer"], q["forced_choice"]) for q in questions if q["sub-category"] == "Gender")
-    cells = [{"actual": a, "predicted": p, "count": n} for (a, p), n in sorted(gender.items())]
-    atomic_write_text(out_dir / PLOT_GENDER, json.dumps(cells, indent=2) + "\n")
+    figures.accuracy_bars(bars, out_dir / FIGURES / "attribute_accuracy.png")
+    for attribute, name in CONFUSIONS.items():
+        pairs = [(q["answer"], q["forced_choice"]) for q in questions if q["sub-category"] == attribute]
+        records = [{"actual": a, "predicted": p} for a, p in pairs]
+        atomic_write_text(out_dir / name, json.dumps(records, indent=2) + "\n")
+        figures.confusion(pairs, f"{attribute}: held-out forced choice", out_dir / FIGURES / f"{Path(name).stem}.png",
+                          ORDER[attribute])
     atomic_write_text(out_dir / METRICS, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 

@@ -17,8 +17,11 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from components import figures
 from components.atomic import atomic_write_text
 from components.train.checkpoints import latest_tag, prune, save
+
+LOSS_FIGURE = "figures/loss.png"
 
 _T0 = time.perf_counter()  # the rank's start (worker imports this first): "[train] N s" lines count from it
 
@@ -362,6 +365,7 @@ class TrainRecipe:
         _write_json(self.out / "metrics.json", summary)
         _write_json(self.out / "plots" / "loss.json",  # for `dvc plots` (x: step, y: loss)
                     [{k: h[k] for k in ("step", "loss", "lr", "samples_per_s")} for h in history])
+        figures.loss_curve(history, self.out / LOSS_FIGURE)  # the same curve as a PNG, for MLflow
         self._log("model exported")
 
     def register(self) -> None:
@@ -376,6 +380,7 @@ class TrainRecipe:
         tracker.log_metrics({f"final.{k}": float(v) for k, v in numeric(self.summary).items()})
         tracker.log_artifact(self.history_path)
         tracker.log_artifact(out / "metrics.json")
+        tracker.log_artifact(out / LOSS_FIGURE, "figures")
         # An MLflow model (pyfunc: audio + instruction -> answer) around the export: loadable and servable.
         logged = log_pyfunc(out / "model")
         log_stage_lineage(tracker, "train")  # again, now that data/train/model exists: records its digest (evaluate's input)

@@ -17,9 +17,10 @@ from components.cli import app
 from components.config import apply_overrides, load_params
 from components.evaluate.mcq import build_mcq
 from components.evaluate.run import (
+    CONFUSIONS,
+    FIGURES,
     METRICS,
     PLOT_ACCURACY,
-    PLOT_GENDER,
     PREDICTIONS,
     TextOnly,
     audio_messages,
@@ -97,8 +98,13 @@ def test_evaluate_model_outputs_and_batched_scoring(evaluated, heldout, model: D
     assert json.loads((out / METRICS).read_text()) == metrics
     bars = json.loads((out / PLOT_ACCURACY).read_text())
     assert {b["attribute"] for b in bars} == subs | {"overall"}
-    cells = json.loads((out / PLOT_GENDER).read_text())
-    assert sum(c["count"] for c in cells) == sum(p["sub-category"] == "Gender" for p in preds)
+    for attribute, name in CONFUSIONS.items():  # one record a question, as DVC's confusion template counts
+        records = json.loads((out / name).read_text())
+        assert records == [{"actual": p["answer"], "predicted": p["forced_choice"]}
+                           for p in preds if p["sub-category"] == attribute] and records
+    pngs = sorted(p.name for p in (out / FIGURES).glob("*.png"))
+    assert pngs == ["attribute_accuracy.png", "gender_confusion.png", "pitch_confusion.png"]
+    assert all((out / FIGURES / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in pngs)
     assert not list(out.rglob("*.tmp*"))
 
     # The model hears Whisper's transcript, not the corpus's.
@@ -108,6 +114,24 @@ def test_evaluate_model_outputs_and_batched_scoring(evaluated, heldout, model: D
     heard = model.transcribe([read_audio_ref(root, s["audio"])[0] for s in speech])
     by_audio = {p["audio"]: p["heard"] for p in preds}
     assert [by_audio[s["audio"]] for s in speech] == heard
+
+
+def test_dvc_plots_render_offline(evaluated, tmp_path: Path) -> None:
+    """The evaluation's plots through the product's dvc.yaml and the page built at set-up draw in Chromium
+    with the network cut; DVC's own page (Vega from a CDN) draws nothing there (what a user saw)."""
+    from tests.plots_page import drawn, plots_workspace, show
+
+    out, _, _ = evaluated
+    names = ("plots/attribute_accuracy.json", *CONFUSIONS.values())
+    ws = plots_workspace(tmp_path / "ws", {f"data/evaluate/{n}": out / n for n in names})
+    page = show(ws)
+    assert "cdn.jsdelivr" not in page.read_text() and "<script src=" not in page.read_text()
+    charts, ink = drawn(page)
+    assert charts == len(names) and ink > 0.02
+    # DVC's own page: its `{scripts}` placeholder takes Vega from a CDN
+    (tmp_path / "cdn.html").write_text("<html><head>{scripts}</head><body>{plot_divs}</body></html>")
+    cdn = show(ws, "--html-template", str(tmp_path / "cdn.html"))
+    assert "cdn.jsdelivr" in cdn.read_text() and drawn(cdn)[0] == 0
 
 
 def test_progress_bar_reaches_every_row(evaluated, heldout) -> None:
