@@ -56,6 +56,8 @@ class IngestConfig(Section):
     shard_max_mb: int = Field(64, gt=0)
     workers: int = Field(2, ge=1)
     embedded: EmbeddedCorpusConfig = EmbeddedCorpusConfig()
+    # Source `drumkits` (Debian hydrogen-drumkits, components/ingest/drumkits.py): clips per sound category.
+    drum_clips_per_category: int = Field(40, ge=1)
     # Root that lhotse manifests' and AQA .jsonl audio paths must lie under (None: each manifest's folder);
     # --data-root overrides it.
     data_root: str | None = None

@@ -62,6 +62,7 @@ Built by `desta ingest --source embedded` from Debian packages; nothing is downl
 | freedesktop | Debian `sound-theme-freedesktop` {freedesktop_version} | real event sounds (.oga); the audio-channel clips are speech | CC-BY-SA-3.0 / CC-BY-3.0 / GPL-2+ per file (see /usr/share/doc/sound-theme-freedesktop/copyright) |
 | alsa | Debian `alsa-utils` {alsa_version} | channel test recordings and noise | GPL-2 |
 | espeak | generated with Debian `espeak-ng` {espeak_version} | synthetic speech, known voice/gender, pitch, speed, volume, added noise; sentences written for this project | generated output; sentences CC0 |
+| drumkits (source `drumkits`) | Debian `hydrogen-drumkits` {drumkits_version} | real one-shot drum recordings of 14 kits; category (kick drum, snare drum, hi-hat, ...) from each kit's instrument names | per kit: GPL-2+, GPL-2, CC-BY-SA-3.0, CC-BY-3.0, CC0 (see /usr/share/doc/hydrogen-drumkits/copyright) |
 
 Attribute truth for espeak clips is the generation setting (in each row's metadata under `synth`).
 """
@@ -233,6 +234,7 @@ def corpus_card(sources: list[str]) -> str:
         freedesktop_version=_deb_version("sound-theme-freedesktop"),
         alsa_version=_deb_version("alsa-utils"),
         espeak_version=_deb_version("espeak-ng"),
+        drumkits_version=_deb_version("hydrogen-drumkits"),
     )
 
 

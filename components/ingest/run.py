@@ -234,7 +234,8 @@ def ingest_stage(cfg: IngestConfig, sample_rate: int, out: Path, sources: list[s
     from components.ingest.embedded import EspeakSettings
 
     root = data_root or (Path(cfg.data_root) if cfg.data_root else None)
-    cands = Sources(sources or cfg.sources, root, EspeakSettings(**cfg.embedded.model_dump()))
+    cands = Sources(sources or cfg.sources, root, EspeakSettings(**cfg.embedded.model_dump()),
+                    drum_clips_per_category=cfg.drum_clips_per_category)
     limits = Limits(cfg.min_duration, cfg.max_duration, cfg.silence_dbfs, sample_rate)
     return ingest(cands, out, limits, cfg.shard_max_mb * 2**20, workers or cfg.workers, show_progress, decode)
 

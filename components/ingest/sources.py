@@ -8,6 +8,8 @@ from pathlib import Path
 from components.ingest.aqa import iter_aqa_jsonl
 from components.ingest.candidates import Candidate
 from components.ingest.directory import iter_directory
+from components.ingest.drumkits import DATASET as DRUMKITS
+from components.ingest.drumkits import prepare_drumkits
 from components.ingest.embedded import EspeakSettings, default_cache, embedded_candidates
 from components.ingest.lhotse_source import is_lhotse_manifest, prepare_lhotse
 
@@ -15,9 +17,9 @@ EMBEDDED = "embedded"
 
 
 def source_kind(source: str) -> str:
-    """'embedded', 'directory', 'lhotse' or 'aqa'; raises ValueError for anything else."""
-    if source == EMBEDDED:
-        return "embedded"
+    """'embedded', 'drumkits', 'directory', 'lhotse' or 'aqa'; raises ValueError for anything else."""
+    if source in (EMBEDDED, DRUMKITS):
+        return source
     path = Path(source)
     if path.is_dir():
         return "directory"
@@ -28,7 +30,7 @@ def source_kind(source: str) -> str:
     if not path.exists():
         raise ValueError(f"source not found: {source}")
     raise ValueError(
-        f"unknown source kind: {source} (expected 'embedded', a directory, a lhotse *recordings*.jsonl[.gz] "
+        f"unknown source kind: {source} (expected 'embedded', 'drumkits', a directory, a lhotse *recordings*.jsonl[.gz] "
         "manifest, or a DeSTA-AQA5M .jsonl)"
     )
 
@@ -38,14 +40,17 @@ class Sources:
     walks them twice (plan, then write) without holding them all (a 5M-row AQA file need not fit)."""
 
     def __init__(self, sources: list[str], data_root: Path | None, espeak: EspeakSettings,
-                 cache: Path | None = None) -> None:
+                 cache: Path | None = None, drum_clips_per_category: int = 40) -> None:
         self.kinds = [(source, source_kind(source)) for source in sources]  # an unknown source fails here
         self.data_root, self.espeak, self.cache = data_root, espeak, cache
+        self.drum_clips_per_category = drum_clips_per_category
 
     def __iter__(self) -> Iterator[Candidate]:
         for source, kind in self.kinds:
             if kind == "embedded":
                 yield from embedded_candidates(self.espeak, self.cache or default_cache())
+            elif kind == DRUMKITS:
+                yield from prepare_drumkits(per_category=self.drum_clips_per_category)
             elif kind == "directory":
                 yield from iter_directory(Path(source))
             elif kind == "lhotse":
