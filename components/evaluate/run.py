@@ -213,7 +213,8 @@ def _instruction_following(asker: Asker, test: list[dict[str, Any]], heard: dict
 
 def _write_outputs(out_dir: Path, metrics: dict[str, Any], questions: list[dict[str, Any]]) -> None:
     """metrics.json last, and the old one gone first: present means this run's outputs are all there."""
-    clear_temps(out_dir)  # a killed run's
+    for d in (out_dir, out_dir / "plots", out_dir / FIGURES):
+        clear_temps(d)  # a killed run's
     (out_dir / METRICS).unlink(missing_ok=True)
     atomic_write_text(out_dir / PREDICTIONS, "".join(json.dumps(q, sort_keys=True) + "\n" for q in questions))
     per = metrics["per_attribute"]
