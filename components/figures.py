@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from components.atomic import named
+
 
 def _save(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
@@ -19,6 +21,8 @@ def _save(fig: Any, path: Path) -> Path:
     try:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
         os.replace(tmp, path)
+    except OSError as err:  # a full disk: say which file (savefig's error names none)
+        raise named(err, path) from err
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)
