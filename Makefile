@@ -62,4 +62,4 @@ lock:
 	  | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > constraints.txt
 
 clean:
-	rm -rf $(VENV) models
+	rm -rf $(VENV) models infra/plots/node_modules $(PLOTS_PAGE)
