@@ -17,7 +17,7 @@ import json
 import multiprocessing as mp
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
@@ -97,21 +97,24 @@ def _init_worker() -> None:
 
 @contextmanager
 def local_decoder(workers: int) -> Iterator[Decode]:
-    """`Decode` on a pool of `workers` forked processes, started at the first clip and kept for the run."""
-    pool = None
+    """`Decode` on a pool of `workers` forked processes, started at the first clip and kept for the run.
+
+    A `ProcessPoolExecutor`, not `multiprocessing.Pool`: when the run fails (a full disk) while a worker is
+    writing a large result, `Pool.terminate()` waits for the result queue's lock that worker holds and hangs
+    (seen in CI); the executor's own thread keeps reading results while it shuts down."""
+    pool: ProcessPoolExecutor | None = None
 
     def decode(paths: list[Path], limits: Limits) -> Iterable[Decoded | Rejected]:
         nonlocal pool
         if pool is None:
-            pool = mp.get_context("fork").Pool(workers, initializer=_init_worker)
-        return pool.imap(_decode_job, [(p, limits) for p in paths], chunksize=4)
+            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_worker)
+        return pool.map(_decode_job, [(p, limits) for p in paths], chunksize=4)
 
     try:
         yield decode
     finally:
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
