@@ -53,13 +53,22 @@ def train_history(repo: Path, work: Path, root: Path, rows: Path, cache: Path, s
     return history(work / "out")
 
 
+def results_dir() -> Path:
+    """Where this CPU's figures go: bench/results/ on a CPU with native bf16, bench/results/avx2/ on one
+    without (every stage runs fp32 there: `components.precision`), so neither class overwrites the other."""
+    from components.precision import cpu_has_bf16
+
+    return RESULTS if cpu_has_bf16() else RESULTS / "avx2"
+
+
 @pytest.fixture()
 def record():
     def write(name: str, figures: dict) -> None:
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = results_dir()
+        out.mkdir(parents=True, exist_ok=True)
         doc = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()}, **figures}
-        (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
         print(f"\n[bench] {name}: {json.dumps(figures)}")
 
     return write
