@@ -119,7 +119,11 @@ def run(
         console.print("[green]evaluate[/] " + ", ".join(f"{k} {data.get(k)}" for k in keys if k in data))
     else:
         console.print(f"[yellow]no evaluation metrics yet ({metrics})[/]")
-    pngs = sorted((root / "train" / "figures").glob("*.png")) + sorted((root / "evaluate" / "figures").glob("*.png"))
+    from components.evaluate.outputs import ACCURACY_FIGURE, CONFUSION_FIGURES
+    from components.train.recipe import LOSS_FIGURE
+
+    pngs = [p for p in (root / "train" / LOSS_FIGURE, root / "evaluate" / ACCURACY_FIGURE,
+                        *(root / "evaluate" / f for f in CONFUSION_FIGURES.values())) if p.is_file()]
     if pngs:
         console.print(f"[green]pictures[/] {', '.join(map(str, pngs))} (also in the MLflow train and evaluate runs' "
                       "artifacts); `dvc plots show` draws the plot data into dvc_plots/index.html (works offline)")

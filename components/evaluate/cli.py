@@ -33,7 +33,8 @@ def evaluate_command(
 ) -> None:
     """Evaluate on the held-out split (attribute MCQ, WER, instruction following) and apply the gate."""
     from components.evaluate.gate import apply_gate, gated_version
-    from components.evaluate.run import CONFUSIONS, FIGURES, METRICS, PLOT_ACCURACY, PREDICTIONS, evaluate_model
+    from components.evaluate.outputs import OUTPUTS
+    from components.evaluate.run import evaluate_model
     from components.model.desta import DestaModel
     from components.model.transcribe import make_transcriber
     from components.records import iter_seeds
@@ -62,10 +63,8 @@ def evaluate_command(
     numbers = numeric(metrics)
     per_attribute = {f"attr.{k.replace(' ', '_')}.{kind}": v for kind, table in metrics["per_attribute"].items()
                      for k, v in table.items()}
-    names = (METRICS, PREDICTIONS, PLOT_ACCURACY, *CONFUSIONS.values(),
-             *(str(p.relative_to(out)) for p in sorted((out / FIGURES).glob("*.png"))))
     artifacts = [(out / name, str(Path("evaluate") / Path(name).parent) if "/" in name else "evaluate")
-                 for name in names]
+                 for name in OUTPUTS]
     with tracked("evaluate", prof, {"evaluate": prof.evaluate.model_dump(mode="json")},
                  metrics=numbers | per_attribute | {"wall_seconds": seconds}, artifacts=artifacts,
                  tags={"desta.model_version": version or "unregistered"}) as run:

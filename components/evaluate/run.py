@@ -23,18 +23,14 @@ from components.evaluate.ask import Asker
 from components.evaluate.ifeval import IF_PROMPTS, if_check, if_settled
 from components.evaluate.mcq import build_mcq
 from components.evaluate.mmau import score_mmau
+from components.evaluate.outputs import (ACCURACY_FIGURE, CONFUSION_FIGURES, CONFUSIONS, FIGURES, METRICS,
+                                         PLOT_ACCURACY, PREDICTIONS)
 from components.evaluate.scorers import forgetting_rate, string_match
 from components.progress import progress_bar
 from components.text import wer
 from components.vocab import LEVELS, MCQ_SUFFIX, SYSTEM, mcq_prompt
 
-METRICS = "metrics.json"
-PREDICTIONS = "predictions.jsonl"
-PLOT_ACCURACY = "plots/attribute_accuracy.json"
-# Confusion plots: one record per question ({"actual", "predicted"}), as DVC's confusion template counts them.
-CONFUSIONS = {"Gender": "plots/gender_confusion.json", "Pitch": "plots/pitch_confusion.json"}
 ORDER = {"Gender": ("Male", "Female"), "Pitch": tuple(LEVELS)}
-FIGURES = "figures"  # the same data as PNG, for MLflow
 Decode = Callable[[np.ndarray], list[str]]  # Whisper encoder output (N, 1500, d) -> raw transcripts
 
 
@@ -222,12 +218,12 @@ def _write_outputs(out_dir: Path, metrics: dict[str, Any], questions: list[dict[
              "prior_forced_choice": per["prior_forced_choice"][k], "chance": per["chance"].get(k)}
             for k in per["string_match"]]
     atomic_write_text(out_dir / PLOT_ACCURACY, json.dumps(bars, indent=2) + "\n")
-    figures.accuracy_bars(bars, out_dir / FIGURES / "attribute_accuracy.png")
+    figures.accuracy_bars(bars, out_dir / ACCURACY_FIGURE)
     for attribute, name in CONFUSIONS.items():
         pairs = [(q["answer"], q["forced_choice"]) for q in questions if q["sub-category"] == attribute]
         records = [{"actual": a, "predicted": p} for a, p in pairs]
         atomic_write_text(out_dir / name, json.dumps(records, indent=2) + "\n")
-        figures.confusion(pairs, f"{attribute}: held-out forced choice", out_dir / FIGURES / f"{Path(name).stem}.png",
+        figures.confusion(pairs, f"{attribute}: held-out forced choice", out_dir / CONFUSION_FIGURES[attribute],
                           ORDER[attribute])
     atomic_write_text(out_dir / METRICS, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 

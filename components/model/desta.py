@@ -26,6 +26,7 @@ from components.measure import heard_speech
 from components.model import prompt as P
 from components.model.backbones import DestaSpec, LossOutput, load_backbones  # noqa: F401 -- DestaSpec: a public type here
 from components.model.encoder import audio_key, encode_states, log_mel, tapped_states, valid_frames
+from components.model.encoder import states_dtype as dtype_for
 from components.model.export import read_export, write_export
 from components.model.qformer import Connector
 from components.model.transcribe import quiet_whisper_generate
@@ -108,7 +109,7 @@ class DestaModel(nn.Module):
     @property
     def states_dtype(self) -> torch.dtype:
         """dtype of the tapped states the connector reads (what the encoder cache stores)."""
-        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+        return dtype_for(self.precision)
 
     # ---- audio side ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +50,11 @@ def tapped_states(encoder: nn.Module, features: torch.Tensor, layers: Sequence[i
     return (states, encoder.layer_norm(h)) if final else states
 
 
+def states_dtype(precision: str) -> torch.dtype:
+    """The dtype of the tapped states the connector reads and the cache keeps (part of the cache key)."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 def log_mel(feature_extractor, wavs: Sequence[np.ndarray]) -> torch.Tensor:
     """16 kHz clips -> Whisper log-mel features padded to 30 s."""
     return feature_extractor(list(wavs), sampling_rate=16000, return_tensors="pt").input_features
@@ -78,10 +84,7 @@ class TappedEncoder:
         self.encoder = WhisperModel.from_pretrained(whisper, dtype=torch.float32).get_encoder().eval()
         self.feature_extractor = WhisperFeatureExtractor.from_pretrained(whisper)
         self.layers, self.bf16 = list(layers), precision == "bf16"
-
-    @property
-    def states_dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.bf16 else torch.float32
+        self.states_dtype = states_dtype(precision)
 
     def __call__(self, wavs: Sequence[np.ndarray]) -> torch.Tensor:
         return encode_states(self.feature_extractor, self.encoder, self.layers, wavs, self.bf16)
@@ -140,9 +143,11 @@ class EncoderCache:
             Path(tmp).unlink(missing_ok=True)
 
 
-def default_cache_root() -> Path:
-    """Beside the prepared models: $DESTA_CACHE/encoder-states (default ~/.cache/desta)."""
-    return user_cache("encoder-states")
+def cache_root(train: Any, root: Path | None = None) -> Path | None:
+    """The encoder-state cache training reads (`root`, else beside the prepared models:
+    $DESTA_CACHE/encoder-states, default ~/.cache/desta), None when `train.encoder_cache` is off. The one
+    place that decides it, for training and for the seeds' probe that fills it."""
+    return Path(root or user_cache("encoder-states")) if train.encoder_cache else None
 
 
 class AudioStates:

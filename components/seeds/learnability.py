@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +29,28 @@ def _order(row: dict[str, Any]) -> bytes:
     return hashlib.sha256(row["id"].encode()).digest()
 
 
-def pick_clips(rows: Callable[[], Iterable[dict[str, Any]]], clips: int) -> list[dict[str, Any]]:
-    """Up to `clips` speech rows in content-hash order (a stable spread over the corpus): at most a third
-    from the test split, the rest from train. Two streaming passes over `rows()`; only the picked are held."""
-    test = heapq.nsmallest(clips // TEST_SHARE, (r for r in rows() if r["kind"] == "speech" and r["split"] == "test"),
-                           key=_order)
-    train = heapq.nsmallest(clips - len(test), (r for r in rows() if r["kind"] == "speech" and r["split"] != "test"),
-                            key=_order)
-    return train + test
+class ClipPicker:
+    """Up to `clips` speech rows in content-hash order (a stable spread over the corpus), at most a third
+    from the test split and the rest from train, picked as the seed rows stream past (`add`): no second
+    read of the shards, and only ~2x the picked rows are held."""
+
+    def __init__(self, clips: int) -> None:
+        self.clips = clips
+        self.pools: dict[bool, list[tuple[bytes, dict[str, Any]]]] = {True: [], False: []}  # test? -> rows
+
+    def add(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Consider one seed row; returns it (so a writer's stream can pass through)."""
+        if row["kind"] == "speech":
+            pool = self.pools[row["split"] == "test"]
+            pool.append((_order(row), row))
+            if len(pool) > 2 * self.clips:
+                pool[:] = heapq.nsmallest(self.clips, pool, key=lambda p: p[0])
+        return row
+
+    def picked(self) -> list[dict[str, Any]]:
+        test = heapq.nsmallest(self.clips // TEST_SHARE, self.pools[True], key=lambda p: p[0])
+        train = heapq.nsmallest(self.clips - len(test), self.pools[False], key=lambda p: p[0])
+        return [r for _, r in train + test]
 
 
 def pooled(states: torch.Tensor, frames: torch.Tensor) -> np.ndarray:
@@ -72,11 +86,10 @@ def fit_probes(x: np.ndarray, rows: list[dict[str, Any]]) -> dict[str, dict[str,
     return out
 
 
-def learnability(rows: Callable[[], Iterable[dict[str, Any]]], clips: int, states: AudioStates,
-                 layers: Sequence[int], advance: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
-    """The report's `learnability` section over up to `clips` speech clips (`states` reads or encodes them).
+def learnability(picked: Sequence[dict[str, Any]], states: AudioStates, layers: Sequence[int],
+                 advance: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+    """The report's `learnability` section over the `picked` speech clips (`states` reads or encodes them).
     Only what the inputs decide goes in (no times or cache hits): a re-run writes the same bytes."""
-    picked = pick_clips(rows, clips)
     feats = []
     for i in range(0, len(picked), 8):
         batch = picked[i : i + 8]
@@ -85,7 +98,7 @@ def learnability(rows: Callable[[], Iterable[dict[str, Any]]], clips: int, state
     return {
         "features": f"Whisper encoder layers {list(layers)}: mean and std over each clip's frames",
         "clips": {"train": sum(r["split"] != "test" for r in picked), "test": sum(r["split"] == "test" for r in picked)},
-        "attributes": fit_probes(np.concatenate(feats), picked) if feats else {},
+        "attributes": fit_probes(np.concatenate(feats), list(picked)) if feats else {},
     }
 
 
@@ -103,13 +116,14 @@ class ProbeSpec:
     @classmethod
     def from_profile(cls, prof: Any) -> ProbeSpec | None:
         """None when `seeds.probe_clips` is 0 (no probe)."""
-        from components.model.encoder import default_cache_root
+        from components.model.encoder import cache_root
         from components.precision import resolve
 
         if not prof.seeds.probe_clips:
             return None
+        root = cache_root(prof.train)
         return cls(prof.seeds.probe_clips, str(prof.models.whisper), tuple(prof.model.encoder_layers),
-                   resolve(prof.train.precision, "cpu"), str(default_cache_root()) if prof.train.encoder_cache else None)
+                   resolve(prof.train.precision, "cpu"), str(root) if root else None)
 
     def states(self, data_root: Path) -> AudioStates:
         """The encoder at the model's taps, through training's encoder cache when it has one (same encoder

@@ -18,10 +18,10 @@ from components.audio import audio_ref, read_audio_ref
 from components.config import SeedsConfig
 from components.measure import looks_like_speech
 from components.progress import progress_bar
-from components.records import MANIFEST, SEED_SHARD_DIR, clip_member, iter_jsonl, read_seeds, rewrite
+from components.records import MANIFEST, SEED_SHARD_DIR, clip_member, iter_jsonl, rewrite
 from components.seeds.attributes import SCALES, EdgeFitter, attributes, fixed_edges, signal_values
 from components.seeds.describe import sound_description, speech_description
-from components.seeds.learnability import ProbeSpec, learnability
+from components.seeds.learnability import ClipPicker, ProbeSpec, learnability
 from components.seeds.split import assign_splits
 from components.model.transcribe import Engine, make_transcriber
 from components.text import wer
@@ -227,15 +227,14 @@ def build_seeds(
         return (_seed_row(row, h, text, edges) for row, h, text in first_pass())
 
     splits = assign_splits(seed_rows(), test_fraction, cfg.split_seed)
-    report = Report(edges)
-    _write_shards(out_dir, (report.add(row | {"split": split}) for row, split in zip(seed_rows(), splits)),
+    report, picker = Report(edges), ClipPicker(probe.clips if probe else 0)
+    _write_shards(out_dir, (picker.add(report.add(row | {"split": split})) for row, split in zip(seed_rows(), splits)),
                   cfg.shard_rows)
     report_doc = report.result() | {"whisper_engine": engine}  # e.g. ct2/float32
     if probe:
-        with progress_bar("seeds: probe", total=min(probe.clips, report_doc["speech"]), enabled=show_progress,
-                          unit="clips") as advance:
-            report_doc["learnability"] = learnability(lambda: read_seeds(out_dir), probe.clips,
-                                                      probe.states(Path(data_root)), probe.layers, advance)
+        picked = picker.picked()
+        with progress_bar("seeds: probe", total=len(picked), enabled=show_progress, unit="clips") as advance:
+            report_doc["learnability"] = learnability(picked, probe.states(Path(data_root)), probe.layers, advance)
     atomic_write_text(out_dir / REPORT, json.dumps(report_doc, indent=2, sort_keys=True) + "\n")
     return report_doc
 

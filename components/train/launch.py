@@ -148,18 +148,16 @@ def prepare(prof: Profile, profile_name: str, rows_path: Path, out: Path, *, tra
         ckpt.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_file, json.dumps(state, indent=2) + "\n")
 
-    whisper_digest = None
-    if prof.train.encoder_cache:
-        from components.model.encoder import default_cache_root
-        from components.modeldir import backbone_digest
+    from components.model.encoder import cache_root
+    from components.modeldir import backbone_digest
 
-        whisper_digest = backbone_digest(prof.models.whisper)
-        encoder_cache = Path(encoder_cache or default_cache_root())
+    encoder_cache = cache_root(prof.train, encoder_cache)
+    whisper_digest = backbone_digest(prof.models.whisper) if encoder_cache else None
     job = {
         "profile_name": profile_name, "profile": prof.model_dump(mode="json"), "device": prof.train.device,
         "row_files": [str(f.resolve()) for f in files], "rows_sha256": rows_sha, "out": str(out.resolve()),
         "deepspeed_template": str(template), "deepspeed": ds, "fingerprint": fp, "track": track,
-        "encoder_cache": str(encoder_cache) if prof.train.encoder_cache else None, "whisper_digest": whisper_digest,
+        "encoder_cache": str(encoder_cache) if encoder_cache else None, "whisper_digest": whisper_digest,
     }
     (out / job_name(nodes)).write_text(json.dumps(job, indent=2) + "\n")
     if nodes.primary:

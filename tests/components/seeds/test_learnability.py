@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from components.config import SeedsConfig
 from components.ingest.decode import Limits
 from components.ingest.directory import prepare_directory
 from components.ingest.run import ingest
-from components.records import read_seeds
+from components.records import MANIFEST, iter_jsonl, read_seeds
 from components.seeds.learnability import ProbeSpec
 from components.seeds.run import build_seeds
 
@@ -70,14 +71,32 @@ def test_probe_hears_gender_not_a_word_without_a_sound_and_reuses_the_cache(
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "states").rglob("*.safetensors")} == cached
 
 
-def test_probe_follows_the_profile() -> None:
+def test_probe_fills_the_cache_training_reads(corpus: Path, embedded_models: dict[str, Path], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The profile's probe writes its states where, and under the key, training's recipe opens them: a
+    model of the same profile reads every one back (no clip encoded); with the cache off nothing is kept."""
+    from components.audio import audio_ref
     from components.config import load_profile
-    from components.model.encoder import default_cache_root
+    from components.model import DestaModel, DestaSpec
+    from components.model.encoder import AudioStates, EncoderCache, cache_root
+    from components.modeldir import backbone_digest
 
+    monkeypatch.setenv("DESTA_CACHE", str(tmp_path / "user-cache"))
+    whisper = str(embedded_models["whisper-tiny.en"])
     prof = load_profile()
+    prof = prof.model_copy(update={"models": prof.models.model_copy(update={"whisper": whisper})})
+    refs = [audio_ref(corpus / "ingest", corpus, r) for r in islice(iter_jsonl(corpus / "ingest" / MANIFEST), 4)]
     spec = ProbeSpec.from_profile(prof)
-    assert spec is not None and spec.clips == prof.seeds.probe_clips > 0
-    assert spec.layers == tuple(prof.model.encoder_layers)
-    assert spec.cache_root == (str(default_cache_root()) if prof.train.encoder_cache else None)
-    off = prof.model_copy(update={"seeds": prof.seeds.model_copy(update={"probe_clips": 0})})
-    assert ProbeSpec.from_profile(off) is None
+    assert spec is not None and spec.clips == prof.seeds.probe_clips
+    spec.states(corpus)(refs)
+    model = DestaModel.from_backbones(DestaSpec.from_profile(prof), precision=prof.train.precision, with_decoder=False)
+    root = cache_root(prof.train)  # as launch.prepare decides it; the recipe opens it with the model's dtype
+    training = AudioStates(model.encode, corpus, EncoderCache(root, backbone_digest(whisper), prof.model.encoder_layers,
+                                                              model.states_dtype))
+    training(refs)
+    assert training.encoded == 0 and training.cache.hits == len(refs)
+
+    off = prof.model_copy(update={"train": prof.train.model_copy(update={"encoder_cache": False})})
+    assert cache_root(off.train) is None and ProbeSpec.from_profile(off).cache_root is None
+    noprobe = prof.model_copy(update={"seeds": prof.seeds.model_copy(update={"probe_clips": 0})})
+    assert ProbeSpec.from_profile(noprobe) is None
