@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 FOCUS_ATTRIBUTES = ("Gender", "Pitch", "Volume", "Speaking speed")
+SAID_KIND = "said"  # instructions whose answer is the words spoken ("What does the speaker say?")
 
 # Words that commit an answer to one gender.
 GENDER_WORDS = {
@@ -91,6 +92,26 @@ def stated_values(response: str, seed_description: str) -> list[str]:
 def contradicts(sentence: str, seed_description: str) -> bool:
     """True when the sentence states a value of an attribute other than the seed's."""
     return not _agrees(mentions(sentence), _seed_values(seed_description))
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower().replace("\u2019", "'"))
+
+
+def says(response: str, transcript: str) -> bool:
+    """True when the answer gives every word of the transcript, in order and together (case and
+    punctuation aside): what a "what was said" answer must teach."""
+    t, r = _words(transcript), _words(response)
+    return bool(t) and any(r[i : i + len(t)] == t for i in range(len(r) - len(t) + 1))
+
+
+def without(response: str, transcript: str) -> str:
+    """The answer with the transcript's words taken out: the words quoted may say "he" of a woman's
+    voice, which is no claim about the voice."""
+    t = _words(transcript)
+    if not t:
+        return response
+    return re.sub(r"\W+".join(map(re.escape, t)), " ", response.replace("\u2019", "'"), flags=re.I)
 
 
 def sentences(text: str) -> list[str]:

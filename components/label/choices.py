@@ -7,7 +7,9 @@ choice questions itself: SmolLM2 picks the first option whatever the seed says. 
 an attribute question ("The speaker is a woman.") gets a second row: a choice question about the
 same attribute, the options in a per-row random order, and as response the option that answer
 states ("Female"), only when that is the seed's value too (as `label.focus` ensures), so nothing new
-is claimed. Off in the paper profiles (the paper trains on open answers only).
+is claimed. A kept "what was said" answer gets one too: the seed's transcript among three transcripts of
+other clips labelled beside it (the evaluation's "What was said" layout). Off in the paper profiles (the
+paper trains on open answers only).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import hashlib
 import random
 from typing import Any
 
-from components.label.attributes import mentions, seed_value
+from collections.abc import Iterable
+
+from components.label.attributes import SAID_KIND, mentions, says, seed_value
 from components.label.rows import aqa_row
 from components.vocab import QUESTIONS as EVAL_QUESTIONS
 from components.vocab import mcq_prompt
@@ -32,6 +36,10 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
     "Speaking speed": ("What is the speaking pace?", "How quickly does the person talk?"),
     "Volume": ("What is the loudness of the speech?", "How loud does the speaker sound?"),
 }
+# "What was said" as a choice: worded unlike the evaluation's question too.
+SAID_QUESTIONS = ("Which sentence does the speaker say?", "Which of these words are spoken in the clip?",
+                  "What is said in the recording?")
+SAID_DISTRACTORS = 3  # as the evaluation's questions: four options
 SUFFIX = "-choice"
 
 
@@ -41,16 +49,45 @@ def stated_option(response: str, attribute: str) -> str | None:
     return next(iter(said)) if len(said) == 1 and next(iter(said)) in CHOICES.get(attribute, ()) else None
 
 
+def _rng(seed: dict[str, Any], index: int) -> random.Random:
+    return random.Random(hashlib.sha256(f"{seed['id']}\x00{index}\x00choice".encode()).hexdigest())
+
+
+def _row(seed: dict[str, Any], index: int, question: str, choices: list[str], answer: str) -> dict[str, Any]:
+    row = aqa_row(seed, index, mcq_prompt({"question": question, "choices": choices}), answer)
+    row["id"] += SUFFIX
+    return row
+
+
+def choice_copy(seed: dict[str, Any], index: int, kind: str, attribute: str | None, response: str,
+                transcripts: Iterable[str]) -> dict[str, Any] | None:
+    """The choice-format copy of a kept row, by its instruction's kind: a "what was said" answer among
+    other `transcripts` (`said_row`), an attribute answer among the attribute's options (`choice_row`)."""
+    if kind == SAID_KIND:
+        return said_row(seed, index, response, transcripts)
+    return choice_row(seed, index, attribute, response)
+
+
+def said_row(seed: dict[str, Any], index: int, response: str, transcripts: Iterable[str]) -> dict[str, Any] | None:
+    """The seed's transcript among SAID_DISTRACTORS others (train clips labelled beside it), when the
+    answer gives it; None when it does not or too few others are known."""
+    text = seed.get("transcript") or ""
+    others = sorted({t for t in transcripts if t and t != text})
+    if len(others) < SAID_DISTRACTORS or not says(response, text):
+        return None
+    rng = _rng(seed, index)
+    choices = rng.sample(others, SAID_DISTRACTORS) + [text]
+    rng.shuffle(choices)
+    return _row(seed, index, rng.choice(SAID_QUESTIONS), choices, text)
+
+
 def choice_row(seed: dict[str, Any], index: int, attribute: str | None, response: str) -> dict[str, Any] | None:
     """The choice-format copy of a kept row about `attribute`, or None when the answer states no single
     option or one that is not the seed's."""
     option = stated_option(response, attribute) if attribute in CHOICES else None
     if option is None or option != seed_value(seed["seed_description"], attribute):
         return None
-    rng = random.Random(hashlib.sha256(f"{seed['id']}\x00{index}\x00choice".encode()).hexdigest())
+    rng = _rng(seed, index)
     choices = list(CHOICES[attribute])
     rng.shuffle(choices)
-    prompt = mcq_prompt({"question": rng.choice(QUESTIONS[attribute]), "choices": choices})
-    row = aqa_row(seed, index, prompt, option)
-    row["id"] += SUFFIX
-    return row
+    return _row(seed, index, rng.choice(QUESTIONS[attribute]), choices, option)

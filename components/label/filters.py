@@ -64,19 +64,37 @@ def check(response: str, finish: str, seed_description: str | None = None) -> st
 
 def accept(response: str, finish: str, seed_description: str | None = None,
            trim_truncated: bool = False, focus: bool = False,
-           required: str | None = None) -> tuple[str, str | None, bool]:
+           required: str | None = None, transcript: str | None = None) -> tuple[str, str | None, bool]:
     """(text to keep, reason or None, trimmed?). With `trim_truncated`, an answer that hit the token
     limit keeps its complete sentences (checked like any answer); with none finished it is `truncated`.
     With `focus` (and a seed), only the sentences that state the voice as the seed does are kept
-    (attributes.focus; `required` = the attribute the instruction asks about)."""
+    (attributes.focus; `required` = the attribute the instruction asks about). A "what was said" answer
+    (`required` = attributes.SAID_KIND) must give the seed's `transcript` (`missing:transcript`); what it
+    says besides the quoted words must not contradict the seed (`contradicts:voice`)."""
     trimmed = False
     if finish == "length" and trim_truncated and response.strip():
         kept = trim_to_sentence(response)
         if kept is not None:
             response, finish, trimmed = kept, "stop", True
+    if required == attributes.SAID_KIND:
+        return response, _said_reason(response, finish, seed_description, transcript or ""), trimmed
     if focus and seed_description and finish != "length":
         focused, reason = attributes.focus(response, seed_description, required)
         if reason is not None:
             return response, reason, trimmed
         response = focused or response
     return response, check(response, finish, seed_description), trimmed
+
+
+def _said_reason(response: str, finish: str, seed_description: str | None, transcript: str) -> str | None:
+    if reason := check(response, finish):
+        return reason
+    if not attributes.says(response, transcript):
+        return "missing:transcript"
+    rest = attributes.without(response, transcript)
+    if seed_description and re.search(r"\w", rest):
+        if field := contradiction(rest, seed_description):
+            return f"contradicts:{field}"
+        if attributes.contradicts(rest, seed_description):
+            return "contradicts:voice"
+    return None

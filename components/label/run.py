@@ -25,10 +25,10 @@ from typing import Any
 from components.atomic import atomic_write_text, clear_temps
 from components.config import LabelConfig, ModelsConfig
 from components.label import filters, template
-from components.label.attributes import seed_value, stated_values
+from components.label.attributes import SAID_KIND, seed_value, stated_values
 from components.label.backends import Backend, Request
 from components.label.cache import Cached, ResponseCache
-from components.label.choices import choice_row
+from components.label.choices import choice_copy
 from components.label.pool import DEFAULT_POOL
 from components.label.rows import aqa_row, dumps_rows
 from components.label.units import (SEED_FIELDS, LabelJob, Unit, UnitResult, plan_batches, plan_units, prepare_job,
@@ -67,6 +67,16 @@ def _generate(job: LabelJob, cache: ResponseCache, requests: list[Request], resu
     return got
 
 
+def _asks(instruction: Any) -> str | None:
+    """What an answer must state: the seed field the instruction asks about, or SAID_KIND (the words)."""
+    return SAID_KIND if instruction.kind == SAID_KIND else instruction.requires
+
+
+def _asked_key(it: Any) -> str:
+    asks = _asks(it.instruction)
+    return asks if asks == SAID_KIND else f"{asks}={seed_value(it.seed['seed_description'], asks)}"
+
+
 def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> UnitResult:
     """Label one unit: cache lookups, generation of what is missing, filters and retries, then its shard."""
     cfg = job.cfg
@@ -94,7 +104,8 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
             for it in pending:
                 c = hits.get(reqs[it.row_id].key) or got[reqs[it.row_id].key]
                 text, reason, trimmed = filters.accept(c.response, c.finish, it.seed["seed_description"],
-                                                       cfg.trim_truncated, cfg.focus, it.instruction.requires)
+                                                       cfg.trim_truncated, cfg.focus, _asks(it.instruction),
+                                                       it.seed.get("transcript"))
                 if reason is None:
                     accepted[it.row_id] = Cached(text, c.finish, c.prompt_tokens, c.completion_tokens)
                     result.trimmed += trimmed
@@ -106,15 +117,15 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
     finally:
         cache.close()
     rows = []
+    transcripts = {it.seed["transcript"] for it in items if it.seed.get("transcript")}  # said: the distractors
     for it in items:
         if it.row_id in accepted:
             rows.append(aqa_row(it.seed, it.index, it.instruction.text, accepted[it.row_id].response))
-            if cfg.choice_rows and (extra := choice_row(it.seed, it.index, it.instruction.requires,
-                                                        rows[-1]["response"])) is not None:
+            if cfg.choice_rows and (extra := choice_copy(it.seed, it.index, it.instruction.kind, it.instruction.requires,
+                                                         rows[-1]["response"], transcripts)) is not None:
                 rows.append(extra)
                 result.choice_rows += 1
-    asked = Counter(f"{it.instruction.requires}={seed_value(it.seed['seed_description'], it.instruction.requires)}"
-                    for it in items if it.row_id in accepted and it.instruction.requires)
+    asked = Counter(_asked_key(it) for it in items if it.row_id in accepted and _asks(it.instruction))
     result.rows_by_asked_value = dict(sorted(asked.items()))
     stated = Counter(v for it in items if it.row_id in accepted
                      for v in stated_values(accepted[it.row_id].response, it.seed["seed_description"]))

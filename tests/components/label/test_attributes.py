@@ -85,6 +85,27 @@ def test_accept_applies_focus_after_trimming_and_before_leak_checks() -> None:
     assert filters.accept("Gender: Female, she talks slowly.", "stop", SEED, focus=True)[1] == "leak:field_label"
 
 
+SAID_SEED = ("[00:00-00:02] He left the keys on the table. (Gender: Female, Pitch: High, Speaking speed: Slow, "
+             "Duration: 2s)")
+
+
+@pytest.mark.parametrize(("response", "reason"), [
+    ('She says, "He left the keys on the table."', None),  # the quoted "He" is no claim about the voice
+    ("he left the KEYS on the table", None),  # case and punctuation aside
+    ("He left the keys on the table.", None),
+    ('The speaker says: "He left the keys."', "missing:transcript"),  # not every word
+    ("The table has keys on it.", "missing:transcript"),  # not in order
+    ('A man says, "He left the keys on the table."', "contradicts:Gender"),
+    ('She says "He left the keys on the table" in a low pitch.', "contradicts:voice"),
+    ('The transcript says "He left the keys on the table."', "leak:text_says"),
+])
+def test_a_said_answer_must_give_the_words_and_claim_nothing_wrong(response: str, reason: str | None) -> None:
+    """`said` instructions ("What does the speaker say?"): kept whole when the answer gives the transcript."""
+    text, got, _ = filters.accept(response, "stop", SAID_SEED, trim_truncated=True, focus=True,
+                                  required=attributes.SAID_KIND, transcript="He left the keys on the table.")
+    assert (text, got) == (response, reason)
+
+
 def _seed(i: int, speaker: str | None, split: str = "train") -> dict:
     return {"id": f"clip{i:03d}", "speaker": speaker, "split": split}
 

@@ -10,7 +10,10 @@ from components.label.choices import (
     CHOICES,
     QUESTIONS,
     SUFFIX,
+    SAID_QUESTIONS,
+    choice_copy,
     choice_row,
+    said_row,
     stated_option,
 )
 from components.label.rows import ROW_KEYS
@@ -59,3 +62,19 @@ def test_option_order_is_shuffled_per_row() -> None:
         row = choice_row(_seed(i), 0, "Gender", "She is talking.")
         firsts[row["prompt"].split(" Choices: ")[1].split(",")[0]] += 1
     assert set(firsts) == {"Male", "Female"} and min(firsts.values()) > 160
+
+
+def test_said_row_puts_the_transcript_among_other_clips_transcripts() -> None:
+    others = ["Turn left at the light.", "The soup needs salt.", "hello there", "We moved to the coast.", ""]
+    row = said_row(_seed(3), 1, 'She says, "Hello there."', others)
+    assert row is not None and tuple(row) == ROW_KEYS and row["id"] == "clip3-1" + SUFFIX
+    assert row["response"] == "hello there"
+    question, rest = row["prompt"].split(" Choices: ")
+    options = rest.removesuffix(" " + MCQ_SUFFIX).removesuffix(".").split(", ")  # mcq_prompt's layout
+    assert question in SAID_QUESTIONS and len(options) == 4 and options.count("hello there") == 1
+    assert set(options) - {"hello there"} <= set(others) - {""}
+    assert said_row(_seed(3), 1, 'She says, "Hello there."', others) == row  # deterministic
+    assert said_row(_seed(3), 1, "She greets someone.", others) is None  # the answer does not give the words
+    assert said_row(_seed(3), 1, "Hello there.", others[:2]) is None  # too few other transcripts
+    assert choice_copy(_seed(3), 1, "said", None, "Hello there.", others) == said_row(_seed(3), 1, "Hello there.", others)
+    assert choice_copy(_seed(3), 1, "gender", "Gender", "She talks.", others)["response"] == "Female"

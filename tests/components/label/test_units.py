@@ -23,8 +23,8 @@ from components.records import DamagedFile
 from tests.components.label.helpers import label_cfg, seed_rows, write_jsonl
 
 PAPER_KINDS = {"describe", "summarise", "emotion", "gender", "pitch", "speed", "volume", "sound_event",
-               "content", "creative", "reasoning", "format"}
-SPEECH_ONLY = {"summarise", "emotion", "gender", "pitch", "speed", "volume", "voice", "content"}
+               "content", "said", "creative", "reasoning", "format"}
+SPEECH_ONLY = {"summarise", "emotion", "gender", "pitch", "speed", "volume", "voice", "content", "said"}
 
 
 def test_pool_is_large_diverse_and_tagged() -> None:
