@@ -15,7 +15,7 @@ import typer
 from components.atomic import DISK_ERRORS
 from components.cli import app
 from components.config import ConfigError
-from components.console import console, fail, fail_line, load_profile
+from components.console import ParamsOpt, console, fail, fail_line, load_profile, require_tracking
 
 
 
@@ -127,6 +127,54 @@ def run(
     if pngs:
         console.print(f"[green]pictures[/] {', '.join(map(str, pngs))} (also in the MLflow train and evaluate runs' "
                       "artifacts); `dvc plots show` draws the plot data into dvc_plots/index.html (works offline)")
+
+
+@app.command()
+def spread(
+    seed: Optional[list[int]] = typer.Option(None, "--seed", help="A training seed (repeat it; default 0, 1 and 2)."),  # noqa: UP045
+    out: Optional[Path] = typer.Option(None, help="Output dir (default: <data.root>/spread)."),  # noqa: UP045
+    params: Optional[Path] = ParamsOpt,  # noqa: UP045
+    track: bool = typer.Option(True, help="Log the summary to MLflow (a `spread` run)."),
+    progress: bool = typer.Option(True, help="Show the evaluation's progress bar."),
+) -> None:
+    """Train and evaluate once per training seed on the pipeline's label rows and held-out questions, then
+    print each attribute's mean and spread (flows/spread.py). Run `desta run` (or `dvc repro label`) first."""
+    from components.config import load_params
+    from components.train.launch import TrainError
+    from flows.spread import SPREAD
+    from flows.spread import spread as run_spread
+
+    try:
+        loaded = load_params(params)
+    except ConfigError as err:
+        fail(str(err))
+    prof = loaded.active
+    if track:
+        require_tracking(stage=True)
+    root = Path(prof.data.root)
+    out = out or root / "spread"
+    seeds = seed or [0, 1, 2]
+    t0 = time.perf_counter()
+    try:
+        summary = run_spread(prof, loaded.profile, seeds, root / "label", root / "seeds", out, progress,
+                             lambda s, what: console.print(f"[cyan]spread[/] seed {s}: {what}"))
+    except (TrainError, ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    console.print(f"[green]spread[/] {len(seeds)} training seeds in {time.perf_counter() - t0:.0f} s -> {out / SPREAD}")
+    console.print("  attribute         forced choice mean ± std (min-max)   string match   | prior  chance  n")
+    for attribute, row in summary["per_attribute"].items():
+        fc, sm = row["forced_choice"], row["string_match"]
+        console.print(f"  {attribute:16s}  {fc['mean']:6.2f} ± {fc['std']:5.2f} ({fc['min']:.2f}-{fc['max']:.2f})"
+                      f"   {sm['mean']:6.2f} ± {sm['std']:5.2f}  | {row['prior_forced_choice']}  {row['chance']}  "
+                      f"{row['questions']}")
+    if track:
+        from components.tracking import stage_run
+
+        with stage_run("spread", prof.tracking.experiment, params={"seeds": seeds}) as run:
+            run.log_metrics({f"spread.{a.replace(' ', '_')}.{kind}.{stat}": row[kind][stat]
+                             for a, row in summary["per_attribute"].items()
+                             for kind in ("forced_choice", "string_match") for stat in ("mean", "std")})
+            run.log_artifact(out / SPREAD)
 
 
 def _fan_outs() -> dict:

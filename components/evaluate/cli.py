@@ -12,7 +12,7 @@ from components.console import ParamsOpt, console, fail, load_profile
 from components.stage import data_dir, numeric, tracked
 
 
-def _print_metrics(metrics: dict[str, Any], seconds: float, out: Path) -> None:
+def print_metrics(metrics: dict[str, Any], seconds: float, out: Path) -> None:
     per = metrics["per_attribute"]
     console.print(f"[green]evaluate[/] {metrics['questions']} questions in {seconds:.0f} s -> {out}")
     for attr in per["string_match"]:
@@ -34,10 +34,7 @@ def evaluate_command(
     """Evaluate on the held-out split (attribute MCQ, WER, instruction following) and apply the gate."""
     from components.evaluate.gate import apply_gate, gated_version
     from components.evaluate.outputs import OUTPUTS
-    from components.evaluate.run import evaluate_model
-    from components.model.desta import DestaModel
-    from components.model.transcribe import make_transcriber
-    from components.records import iter_seeds
+    from components.evaluate.run import evaluate_trained
 
     prof = load_profile(params, track=track)
     model = data_dir(prof, model, "train/model")
@@ -46,17 +43,11 @@ def evaluate_command(
         fail(f"no trained model at {model}: run `desta train` first")
     t0 = time.perf_counter()
     try:
-        # The deployed path's transcripts: the model's Whisper on the engine the seeds were transcribed with
-        # (another engine: the HF decoder is not loaded at all).
-        hf = prof.seeds.engine == "hf"
-        m = DestaModel.from_pretrained(model, with_decoder=hf)
-        decode = None if hf else make_transcriber(prof.seeds.engine, m.spec.whisper, 8).decode_states
-        metrics = evaluate_model(m, iter_seeds(seeds_dir), Path(prof.data.root), out, prof.evaluate.max_questions,
-                                 prof.evaluate.batch_size, show_progress=progress, decode=decode)
+        metrics = evaluate_trained(prof, model, seeds_dir, out, show_progress=progress)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     seconds = time.perf_counter() - t0
-    _print_metrics(metrics, seconds, out)
+    print_metrics(metrics, seconds, out)
     if not track:
         return
     version, found = gated_version(model, prof.tracking.registered_model)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,21 @@ def _by_sub(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
     return {k: round(100.0 * c / n, 2) for k, (c, n) in sorted(acc.items())}
 
 
+def evaluate_trained(prof: Any, model_dir: Path, seeds_dir: Path, out_dir: Path,
+                     show_progress: bool = True) -> dict[str, Any]:
+    """`evaluate_model` on a trained model dir as the profile deploys it: transcripts from the model's Whisper
+    on the engine the seeds were transcribed with (another engine: the HF decoder is not loaded at all)."""
+    from components.model.desta import DestaModel
+    from components.model.transcribe import make_transcriber
+    from components.records import iter_seeds
+
+    hf = prof.seeds.engine == "hf"
+    model = DestaModel.from_pretrained(model_dir, with_decoder=hf)
+    decode = None if hf else make_transcriber(prof.seeds.engine, model.spec.whisper, 8).decode_states
+    return evaluate_model(model, iter_seeds(seeds_dir), Path(prof.data.root), out_dir, prof.evaluate.max_questions,
+                          prof.evaluate.batch_size, show_progress=show_progress, decode=decode)
+
+
 def evaluate_model(model: Any, seeds: Iterable[dict[str, Any]], data_root: Path, out_dir: Path,
                    max_questions: int | None = None, batch_size: int = 16, show_progress: bool = True,
                    decode: Decode | None = None) -> dict[str, Any]:
@@ -162,6 +177,7 @@ def evaluate_model(model: Any, seeds: Iterable[dict[str, Any]], data_root: Path,
         "prior_string_match": _by_sub(questions, "prior_match"),
         "prior_forced_choice": _by_sub(questions, "prior_fc_correct"),
         "chance": dict(sorted(chance.items())),
+        "questions": dict(sorted(Counter(q["sub-category"] for q in questions).items())) | {"overall": len(questions)},
     }
 
     speech = [s for s in test if s["kind"] == "speech" and s.get("transcript")]
