@@ -68,7 +68,7 @@ def accept(response: str, finish: str, seed_description: str | None = None,
     """(text to keep, reason or None, trimmed?). With `trim_truncated`, an answer that hit the token
     limit keeps its complete sentences (checked like any answer); with none finished it is `truncated`.
     With `focus` (and a seed), only the sentences that state the voice as the seed does are kept
-    (attributes.focus; `required` = the attribute the instruction asks about). A "what was said" answer
+    (attributes.focus; `required` = the attribute the instruction asks about). With `focus`, a "what was said" answer
     (`required` = attributes.SAID_KIND) must give the seed's `transcript` (`missing:transcript`); what it
     says besides the quoted words must not contradict the seed (`contradicts:voice`)."""
     trimmed = False
@@ -76,7 +76,7 @@ def accept(response: str, finish: str, seed_description: str | None = None,
         kept = trim_to_sentence(response)
         if kept is not None:
             response, finish, trimmed = kept, "stop", True
-    if required == attributes.SAID_KIND:
+    if focus and required == attributes.SAID_KIND:  # a focus rule: without focus (paper) answers are kept whole
         return response, _said_reason(response, finish, seed_description, transcript or ""), trimmed
     if focus and seed_description and finish != "length":
         focused, reason = attributes.focus(response, seed_description, required)

@@ -104,6 +104,9 @@ def test_a_said_answer_must_give_the_words_and_claim_nothing_wrong(response: str
     text, got, _ = filters.accept(response, "stop", SAID_SEED, trim_truncated=True, focus=True,
                                   required=attributes.SAID_KIND, transcript="He left the keys on the table.")
     assert (text, got) == (response, reason)
+    # without focus (the paper profile) a said answer is judged as any answer: only the general checks
+    assert filters.accept(response, "stop", SAID_SEED, required=attributes.SAID_KIND,
+                          transcript="He left the keys on the table.")[1] == filters.check(response, "stop", SAID_SEED)
 
 
 def _seed(i: int, speaker: str | None, split: str = "train") -> dict:
