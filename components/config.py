@@ -48,6 +48,15 @@ class EmbeddedCorpusConfig(Section):
     seed: int = 0
 
 
+class MusicConfig(Section):
+    """Source `music` (components/ingest/music.py): melodies rendered with FluidSynth, 32 GM instruments x
+    3 registers x 3 tempos; `clips` beyond 288 repeat the combinations with other melodies."""
+
+    clips: int = Field(288, ge=1)
+    clip_seconds: float = Field(4.0, gt=0, le=30)
+    seed: int = 0
+
+
 class IngestConfig(Section):
     sources: list[str] = ["embedded"]
     min_duration: float = Field(0.3, gt=0)
@@ -58,6 +67,7 @@ class IngestConfig(Section):
     embedded: EmbeddedCorpusConfig = EmbeddedCorpusConfig()
     # Source `drumkits` (Debian hydrogen-drumkits, components/ingest/drumkits.py): clips per sound category.
     drum_clips_per_category: int = Field(40, ge=1)
+    music: MusicConfig = MusicConfig()
     # Root that lhotse manifests' and AQA .jsonl audio paths must lie under (None: each manifest's folder);
     # --data-root overrides it.
     data_root: str | None = None

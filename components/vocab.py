@@ -21,6 +21,16 @@ QUESTIONS = {
     "Speaking speed": ("How fast is the speaker talking?", SPEEDS, "medium"),
     "Volume": ("How loud is the speech in the recording?", LEVELS, "medium"),
 }
+# Music (the `music` source): General MIDI's instrument families, the register and tempo words. An
+# instrument question offers four families (the answer and three others), as the sound category's.
+INSTRUMENT_FAMILIES = ["Piano", "Chromatic percussion", "Organ", "Guitar", "Strings", "Brass", "Reed", "Pipe"]
+REGISTERS = ["Low", "Medium", "High"]
+TEMPOS = ["Slow", "Medium", "Fast"]
+MUSIC_QUESTIONS = {
+    "Pitch register": ("In which pitch register is the melody played?", REGISTERS, "medium"),
+    "Tempo": ("What is the tempo of the music?", TEMPOS, "medium"),
+}
+INSTRUMENT = "Which family of instruments is playing?"
 SAID = "What did the speaker say?"
 CATEGORY = "What sound event is heard in this recording?"
 

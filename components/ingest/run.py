@@ -235,10 +235,11 @@ def ingest_stage(cfg: IngestConfig, sample_rate: int, out: Path, sources: list[s
     """The stage as configured (`desta ingest`, and its flow on a cluster): `sources` (default: the
     configured ones) under `data_root` (default: ingest.data_root) through `ingest`."""
     from components.ingest.embedded import EspeakSettings
+    from components.ingest.music import MusicSettings
 
     root = data_root or (Path(cfg.data_root) if cfg.data_root else None)
     cands = Sources(sources or cfg.sources, root, EspeakSettings(**cfg.embedded.model_dump()),
-                    drum_clips_per_category=cfg.drum_clips_per_category)
+                    drum_clips_per_category=cfg.drum_clips_per_category, music=MusicSettings(**cfg.music.model_dump()))
     limits = Limits(cfg.min_duration, cfg.max_duration, cfg.silence_dbfs, sample_rate)
     return ingest(cands, out, limits, cfg.shard_max_mb * 2**20, workers or cfg.workers, show_progress, decode)
 

@@ -1,4 +1,5 @@
-"""What an answer says about the voice: gender, pitch, volume and speaking speed, sentence by sentence.
+"""What an answer says about the voice (gender, pitch, volume, speaking speed) or the music (instrument
+family, pitch register, tempo), sentence by sentence.
 
 A tiny connector learns an attribute only from targets that state it, and states it right: in a
 10-minute CPU experiment a tiny DeSTA rose above chance on held-out speaking-speed questions only when
@@ -14,8 +15,11 @@ quickly") so "a high pitch and a very low volume" is one pitch and one volume me
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
-FOCUS_ATTRIBUTES = ("Gender", "Pitch", "Volume", "Speaking speed")
+VOICE_ATTRIBUTES = ("Gender", "Pitch", "Volume", "Speaking speed")
+MUSIC_ATTRIBUTES = ("Instrument", "Pitch register", "Tempo")
+FOCUS_ATTRIBUTES = VOICE_ATTRIBUTES + MUSIC_ATTRIBUTES
 SAID_KIND = "said"  # instructions whose answer is the words spoken ("What does the speaker say?")
 
 # Words that commit an answer to one gender.
@@ -43,7 +47,25 @@ _MENTIONS: dict[str, list[re.Pattern[str]]] = {
     "Speaking speed": _patterns(_SPEED, r"(?:speaking\s+|talking\s+)?(?:speed|pace|rate|tempo)")
     + [re.compile(rf"\b(?:speaks?|speaking|talks?|talking|says?|reads?|delivered|spoken)\s+{_SPEED_ADV}\b", re.I)],
 }
-_CANON = {"quick": "fast", "rapid": "fast", "slowly": "slow", "quickly": "fast", "rapidly": "fast"}
+_MENTIONS |= {
+    "Pitch register": _patterns(r"(?P<v>low|middle|mid|medium|high)", r"register|range|pitch(?:ed)?|notes?|octaves?|tones?|melody|tune"),
+    "Tempo": _patterns(r"(?P<v>slow|moderate|medium|fast|quick|brisk|rapid|lively)", r"tempo|pace|beat|rhythm|speed|melody|music|tune|song|piece")
+    + [re.compile(r"\b(?:played|plays?|playing|moves?|moving)\s+(?P<v>slowly|quickly|fast|rapidly|briskly)\b", re.I)],
+}
+# Music: an instrument's name commits the answer to its General MIDI family (components/vocab.py).
+FAMILY_WORDS = {
+    "Piano": re.compile(r"\b(?:pianos?|keyboards?|harpsichord)\b", re.I),
+    "Chromatic percussion": re.compile(r"\b(?:xylophones?|marimbas?|vibraphones?|celestas?|glockenspiels?|mallets?"
+                                       r"|music box|chimes?|bells?)\b", re.I),
+    "Organ": re.compile(r"\b(?:organs?|harmonium|accordions?)\b", re.I),
+    "Guitar": re.compile(r"\bguitars?\b", re.I),
+    "Strings": re.compile(r"\b(?:violins?|violas?|cellos?|strings?|fiddles?|double bass)\b", re.I),
+    "Brass": re.compile(r"\b(?:trumpets?|trombones?|horns?|tubas?|brass|bugles?|cornets?)\b", re.I),
+    "Reed": re.compile(r"\b(?:saxophones?|sax|clarinets?|oboes?|bassoons?|reeds?)\b", re.I),
+    "Pipe": re.compile(r"\b(?:flutes?|piccolos?|recorders?|pan ?pipes?|whistles?|ocarinas?)\b", re.I),
+}
+_CANON = {"quick": "fast", "rapid": "fast", "slowly": "slow", "quickly": "fast", "rapidly": "fast", "middle": "medium",
+          "mid": "medium", "moderate": "medium", "brisk": "fast", "briskly": "fast", "lively": "fast"}
 # A sentence end: . ! or ? (optionally closed by a quote or bracket) before whitespace or the end.
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 _SEED_FIELD = r"\b{}:\s*([A-Za-z ]+?)\s*[,)]"
@@ -61,13 +83,23 @@ def _normalise(raw: str) -> str:
     return " ".join(words).capitalize()
 
 
-def mentions(sentence: str) -> dict[str, set[str]]:
-    """Attribute -> values the sentence states (values as in the seed: "Very low", "Fast", "Male")."""
+def domain(attributes: Iterable[str]) -> tuple[str, ...]:
+    """The attributes read in an answer about a clip with these (seed) attributes: the music ones for a music
+    clip, else the voice ones ("a high tone" of a voice is no register, "he plays" no gender)."""
+    return MUSIC_ATTRIBUTES if set(attributes) & set(MUSIC_ATTRIBUTES) else VOICE_ATTRIBUTES
+
+
+def mentions(sentence: str, among: tuple[str, ...] = VOICE_ATTRIBUTES) -> dict[str, set[str]]:
+    """Attribute -> values the sentence states (values as in the seed: "Very low", "Fast", "Male", "Brass"),
+    for the attributes `among` (a `domain`)."""
     out: dict[str, set[str]] = {}
-    for gender, pattern in GENDER_WORDS.items():
-        if pattern.search(sentence):
-            out.setdefault("Gender", set()).add(gender)
+    for name, words in (("Gender", GENDER_WORDS), ("Instrument", FAMILY_WORDS)):
+        for value, pattern in words.items() if name in among else ():
+            if pattern.search(sentence):
+                out.setdefault(name, set()).add(value)
     for attribute, patterns in _MENTIONS.items():
+        if attribute not in among:
+            continue
         found = {_normalise(m.group("v")) for p in patterns for m in p.finditer(sentence)}
         if found:
             out[attribute] = found
@@ -85,13 +117,15 @@ def _agrees(said: dict[str, set[str]], seed: dict[str, str]) -> bool:
 def stated_values(response: str, seed_description: str) -> list[str]:
     """"Attribute=value" for each seed attribute the response states as the seed does, and no other way:
     what a kept row teaches."""
-    said, seed = mentions(response), _seed_values(seed_description)
+    seed = _seed_values(seed_description)
+    said = mentions(response, domain(seed))
     return [f"{a}={v}" for a, v in seed.items() if said.get(a) == {v}]
 
 
 def contradicts(sentence: str, seed_description: str) -> bool:
     """True when the sentence states a value of an attribute other than the seed's."""
-    return not _agrees(mentions(sentence), _seed_values(seed_description))
+    seed = _seed_values(seed_description)
+    return not _agrees(mentions(sentence, domain(seed)), seed)
 
 
 def _words(text: str) -> list[str]:
@@ -122,13 +156,15 @@ def sentences(text: str) -> list[str]:
 
 def focus(response: str, seed_description: str, required: str | None = None) -> tuple[str | None, str | None]:
     """(kept text, reason). Keeps the sentences that state at least one voice attribute the way
-    the seed does and contradict none of it. `required` (the attribute an instruction asks
-    about) must be among the kept statements. Reasons: `unfocused` (no sentence states the voice
-    right), `missing:<attribute>`. Seeds without voice attributes (sounds) pass unchanged."""
+    the seed does and contradict none of it (for music: its instrument family, register, tempo). `required`
+    (the attribute an instruction asks about) must be among the kept statements. Reasons: `unfocused` (no
+    sentence states the voice right), `missing:<attribute>`. Seeds without these attributes (sounds) pass
+    unchanged."""
     seed = _seed_values(seed_description)
     if not seed:
         return response, None
-    kept = [(s, said) for s in sentences(response) if (said := mentions(s)) and _agrees(said, seed)]
+    among = domain(seed)
+    kept = [(s, said) for s in sentences(response) if (said := mentions(s, among)) and _agrees(said, seed)]
     if not kept:
         return None, "unfocused"
     if required in FOCUS_ATTRIBUTES and not any(required in said for _, said in kept):

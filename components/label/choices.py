@@ -20,13 +20,15 @@ from typing import Any
 
 from collections.abc import Iterable
 
-from components.label.attributes import SAID_KIND, mentions, says, seed_value
+from components.label.attributes import SAID_KIND, domain, mentions, says, seed_value
 from components.label.rows import aqa_row
+from components.vocab import INSTRUMENT_FAMILIES, MUSIC_QUESTIONS, mcq_prompt
 from components.vocab import QUESTIONS as EVAL_QUESTIONS
-from components.vocab import mcq_prompt
 
-# The same options as the evaluation's attribute questions.
-CHOICES: dict[str, list[str]] = {name: choices for name, (_, choices, _) in EVAL_QUESTIONS.items()}
+# The same options as the evaluation's attribute questions (an instrument question: four of the families).
+CHOICES: dict[str, list[str]] = {name: choices for name, (_, choices, _) in (EVAL_QUESTIONS | MUSIC_QUESTIONS).items()}
+CHOICES["Instrument"] = INSTRUMENT_FAMILIES
+DRAWN = {"Instrument": 4}  # options drawn from a longer list (the answer and three others), as the evaluation's
 # Worded unlike the evaluation's questions (components/vocab.py), so the model learns the
 # choice format, not the test's sentences.
 QUESTIONS: dict[str, tuple[str, ...]] = {
@@ -35,6 +37,9 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
     "Pitch": ("What is the pitch of the voice?", "How high or low is the speaker's voice?"),
     "Speaking speed": ("What is the speaking pace?", "How quickly does the person talk?"),
     "Volume": ("What is the loudness of the speech?", "How loud does the speaker sound?"),
+    "Instrument": ("What kind of instrument is playing?", "Which instrument family do you hear?"),
+    "Pitch register": ("Are the notes of the melody high or low?", "How high is the music played?"),
+    "Tempo": ("How fast is the music?", "What is the pace of the melody?"),
 }
 # "What was said" as a choice: worded unlike the evaluation's question too.
 SAID_QUESTIONS = ("Which sentence does the speaker say?", "Which of these words are spoken in the clip?",
@@ -45,7 +50,7 @@ SUFFIX = "-choice"
 
 def stated_option(response: str, attribute: str) -> str | None:
     """The one option of `attribute` the answer states, or None (not stated, or more than one)."""
-    said = mentions(response).get(attribute, set())
+    said = mentions(response, domain([attribute])).get(attribute, set())
     return next(iter(said)) if len(said) == 1 and next(iter(said)) in CHOICES.get(attribute, ()) else None
 
 
@@ -90,4 +95,7 @@ def choice_row(seed: dict[str, Any], index: int, attribute: str | None, response
     rng = _rng(seed, index)
     choices = list(CHOICES[attribute])
     rng.shuffle(choices)
+    if attribute in DRAWN:
+        choices = rng.sample([c for c in choices if c != option], DRAWN[attribute] - 1) + [option]
+        rng.shuffle(choices)
     return _row(seed, index, rng.choice(QUESTIONS[attribute]), choices, option)

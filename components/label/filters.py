@@ -24,7 +24,7 @@ LEAKS: dict[str, re.Pattern[str]] = {
                                   r"(?:description|information|details|text)\b"
                                   r"|\b(?:the|this) (?:given|provided|above) (?:description|information|text)\b", re.I),
     "instruction_ref": re.compile(r"\bthe (?:given |provided |user'?s? )?instructions? (?:asks?|says?|is|are|wants?|requires?)\b", re.I),
-    "field_label": re.compile(r"\b(?:Emotion|Gender|Pitch|Volume|Speaking speed|Duration|Audio category)\s*:\s*\w", re.I),
+    "field_label": re.compile(r"\b(?:Emotion|Gender|Pitch|Volume|Speaking speed|Duration|Audio category|Instrument|Pitch register|Tempo)\s*:\s*\w", re.I),
     "audio_token": re.compile(r"<\|?AUDIO\|?>|<\|im_(?:start|end)\|>", re.I),
     "instruction_echo": re.compile(r"^\s*(?:Instruction|What you hear in the clip)\s*:", re.I | re.M),
 }

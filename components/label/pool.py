@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Literal
 
 DEFAULT_POOL = Path(__file__).parent / "data" / "instructions.jsonl"
-AudioKind = Literal["any", "speech", "sound"]
+AudioKind = Literal["any", "speech", "sound", "music"]
+AUDIO_KINDS = ("any", "speech", "sound", "music")
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,8 @@ def load_pool(path: Path | None = None) -> Pool:
             items.append(Instruction(d["id"], d["kind"], d.get("audio", "any"), d.get("requires"), d["text"].strip()))
         except (ValueError, KeyError, AttributeError) as err:
             raise ValueError(f"{path}:{n}: bad instruction row ({err})") from None
-        if items[-1].audio not in ("any", "speech", "sound") or not items[-1].text:
-            raise ValueError(f"{path}:{n}: audio must be any|speech|sound and text non-empty")
+        if items[-1].audio not in AUDIO_KINDS or not items[-1].text:
+            raise ValueError(f"{path}:{n}: audio must be {'|'.join(AUDIO_KINDS)} and text non-empty")
     ids = [i.id for i in items]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: duplicate instruction ids")
@@ -63,9 +64,9 @@ def restrict(pool: Pool, kinds: list[str] | None) -> Pool:
 
 
 def clip_audio_kind(row: dict) -> str:
-    """'speech' or 'sound': the seeds stage's `kind` if given, else whether there is a transcript."""
+    """'speech', 'sound' or 'music': the seeds stage's `kind` if given, else whether there is a transcript."""
     kind = row.get("kind")
-    if kind in ("speech", "sound"):
+    if kind in AUDIO_KINDS[1:]:
         return kind
     return "speech" if row.get("transcript") else "sound"
 

@@ -42,7 +42,7 @@ def seeds_command(
     probes = (report.get("learnability") or {}).get("attributes", {})
     heard = ", ".join(f"{k} {v['probe']} (majority {v['majority']})" for k, v in probes.items())
     console.print(
-        f"[green]seeds[/] {report['clips']} clips ({report['speech']} speech, {report['sound']} sound) in "
+        f"[green]seeds[/] {report['clips']} clips ({report['speech']} speech, {report['sound']} sound, {report['music']} music) in "
         f"{seconds:.1f} s -> {out}; split {report['split']}\n  whisper WER: {wer or 'n/a'}\n  metadata agrees with the signal: {agree or 'n/a'}"
         f"\n  probe on the encoder's features, held-out voices: {heard or 'off (seeds.probe_clips: 0)'}"
     )

@@ -20,7 +20,7 @@ from components.measure import looks_like_speech
 from components.progress import progress_bar
 from components.records import MANIFEST, SEED_SHARD_DIR, clip_member, iter_jsonl, rewrite
 from components.seeds.attributes import SCALES, EdgeFitter, attributes, fixed_edges, signal_values
-from components.seeds.describe import sound_description, speech_description
+from components.seeds.describe import music_description, sound_description, speech_description
 from components.seeds.learnability import ClipPicker, ProbeSpec, learnability
 from components.seeds.split import assign_splits
 from components.model.transcribe import Engine, make_transcriber
@@ -121,11 +121,14 @@ def _seed_row(
     the measurable attributes always from the signal (components/seeds/attributes.py)."""
     m, meta = heard.measured, row["metadata"]
     given = meta.get("transcript")
-    kind = "speech" if heard.signal is not None else "sound"
+    kind = "speech" if heard.signal is not None else "music" if meta.get("kind") == "music" else "sound"
     transcript = _transcript(row, whisper_text) if kind == "speech" else None
     if heard.signal is not None:
         attrs = attributes(meta, m, heard.signal, edges)
         desc = speech_description(m.duration, transcript, {k: v["value"] for k, v in attrs.items()})
+    elif kind == "music":
+        attrs = music_attributes(meta)
+        desc = music_description(m.duration, {k: v["value"] for k, v in attrs.items()})
     else:
         attrs = {"Audio category": {"value": str(meta.get("category", "unknown")), "source": "metadata" if meta.get("category") else "unknown"}}
         desc = sound_description(m.duration, attrs["Audio category"]["value"])
@@ -144,6 +147,14 @@ def _seed_row(
                      "duration": m.duration},
         "synth": meta.get("synth"),
     }
+
+
+def music_attributes(meta: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """A music clip's instrument family, register and tempo: set by construction (the rendering plan,
+    components/ingest/music.py), so they are what is heard."""
+    plan = meta.get("music") or {}
+    named = {"Instrument": plan.get("family"), "Pitch register": plan.get("register"), "Tempo": plan.get("tempo")}
+    return {name: {"value": str(value), "source": "metadata"} for name, value in named.items() if value}
 
 
 def _rows(manifest: Path) -> Iterator[dict[str, Any]]:
@@ -194,7 +205,7 @@ def build_seeds(
                 if len(sample) > 4 * k + 64:  # keep the k smallest ids only
                     sample.sort()
                     del sample[k:]
-            elif row["metadata"].get("kind") != "sound":
+            elif row["metadata"].get("kind") not in ("sound", "music"):
                 need.append(i)
             advance(1)
     need = sorted(need + [i for sample in given.values() for _, i in sorted(sample)[:k]])
@@ -290,7 +301,7 @@ class Report:
             truths, heard = self.known.setdefault(r["dataset"], ([], []))
             truths.append(r["transcript"])
             heard.append(r["whisper_transcript"])
-        if r["kind"] == "speech":
+        if r["kind"] in ("speech", "music"):
             for name, a in r["attributes"].items():
                 self.words.setdefault(name, Counter())[a["value"]] += 1
                 other = a.get("metadata") or a.get("signal")
@@ -305,6 +316,7 @@ class Report:
             "clips": sum(self.kinds.values()),
             "speech": self.kinds.get("speech", 0),
             "sound": self.kinds.get("sound", 0),
+            "music": self.kinds.get("music", 0),
             "split": dict(sorted(self.splits.items())),
             "whisper_wer_on_known_transcripts": {ds: {"wer": round(wer(t, h), 4), "n": len(t)}
                                                  for ds, (t, h) in sorted(self.known.items())},

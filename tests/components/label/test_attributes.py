@@ -130,3 +130,41 @@ def test_speaker_cap_keeps_a_stable_subset_and_counts_the_rest() -> None:
     again, _ = select_seeds(more, LabelConfig(max_clips_per_speaker=5))
     assert len({r["id"] for r in rows} - {more[i]["id"] for i in again}) <= 1
     assert select_seeds(seeds, LabelConfig())[1] == {"split": 1, "speaker_cap": 0}
+
+
+MUSIC = "[00:00-00:04] (Instrument: Brass, Pitch register: High, Tempo: Fast, Duration: 4.0)"
+
+
+@pytest.mark.parametrize("sentence, found", [
+    ("A trumpet plays a fast melody in a high register.", {"Instrument": {"Brass"}, "Pitch register": {"High"},
+                                                          "Tempo": {"Fast"}}),
+    ("The music is slow, played on a piano with low notes.", {"Instrument": {"Piano"}, "Pitch register": {"Low"},
+                                                              "Tempo": {"Slow"}}),
+    ("It sounds like a violin and a flute.", {"Instrument": {"Strings", "Pipe"}}),
+    ("The tempo is moderate and the melody sits in the middle register.", {"Tempo": {"Medium"},
+                                                                           "Pitch register": {"Medium"}}),
+    ("He plays quickly on the clarinet.", {"Instrument": {"Reed"}, "Tempo": {"Fast"}}),  # no gender for music
+])
+def test_music_mentions(sentence: str, found: dict[str, set[str]]) -> None:
+    assert attributes.mentions(sentence, attributes.MUSIC_ATTRIBUTES) == found
+
+
+def test_voice_answers_read_no_music_words() -> None:
+    """A voice's "high tone" or "fast tempo" is no register or music tempo: speech answers read as before."""
+    assert attributes.mentions("Her voice has a high tone and a fast tempo.") == {"Gender": {"Female"},
+                                                                                 "Speaking speed": {"Fast"}}
+    assert attributes.focus("Her voice has a high tone.", SEED, "Gender") == ("Her voice has a high tone.", None)
+    assert attributes.focus("The notes are high.", SEED, None) == (None, "unfocused")
+
+
+@pytest.mark.parametrize("response, required, kept, reason", [
+    ("A trumpet plays a fast melody. I like it.", "Instrument", "A trumpet plays a fast melody.", None),
+    ("It is a piano. The tempo is fast.", "Tempo", "The tempo is fast.", None),
+    ("It is a piano.", "Instrument", None, "unfocused"),  # the wrong family
+    ("The tempo is fast.", "Instrument", None, "missing:Instrument"),
+    ("A trumpet and a violin play.", "Instrument", None, "unfocused"),  # two families: no single answer
+    ("The melody is played in a low register by a horn.", "Pitch register", None, "unfocused"),
+])
+def test_focus_on_music(response: str, required: str, kept: str | None, reason: str | None) -> None:
+    assert attributes.focus(response, MUSIC, required) == (kept, reason)
+    assert attributes.stated_values("A trumpet plays quickly.", MUSIC) == ["Instrument=Brass", "Tempo=Fast"]

@@ -78,3 +78,19 @@ def test_said_row_puts_the_transcript_among_other_clips_transcripts() -> None:
     assert said_row(_seed(3), 1, "Hello there.", others[:2]) is None  # too few other transcripts
     assert choice_copy(_seed(3), 1, "said", None, "Hello there.", others) == said_row(_seed(3), 1, "Hello there.", others)
     assert choice_copy(_seed(3), 1, "gender", "Gender", "She talks.", others)["response"] == "Female"
+
+
+def test_music_choice_rows_offer_four_families_or_the_register_and_tempo_words() -> None:
+    seed = {"id": "m1", "dataset": "music", "audio": "a/m1.flac", "transcript": None, "kind": "music",
+            "seed_description": "[00:00-00:04] (Instrument: Brass, Pitch register: High, Tempo: Fast, Duration: 4.0)"}
+    assert stated_option("A trumpet plays.", "Instrument") == "Brass"
+    options = Counter()
+    for i in range(50):
+        row = choice_row(seed, i, "Instrument", "A trumpet plays the melody.")
+        choices = row["prompt"].split(" Choices: ")[1].removesuffix(MCQ_SUFFIX).strip(". ").split(", ")
+        assert row["response"] == "Brass" and "Brass" in choices and len(set(choices)) == 4
+        options.update(c for c in choices if c != "Brass")
+    assert len(options) == len(CHOICES["Instrument"]) - 1  # every other family appears as a distractor
+    assert choice_row(seed, 0, "Tempo", "The tempo is fast.")["response"] == "Fast"
+    assert choice_row(seed, 0, "Pitch register", "The notes are low.") is None  # not the seed's value
+    assert choice_row(seed, 0, "Instrument", "A piano plays.") is None

@@ -46,6 +46,10 @@ def test_draw_is_deterministic_distinct_and_fits_the_clip() -> None:
             assert not {i.kind for i in a} & SPEECH_ONLY
     other_seed = sum(draw(pool, r, 0, 1) != draw(pool, r, 1, 1) for r in rows)
     assert other_seed > 40  # the seed really changes the draw
+    music = {"id": "m", "kind": "music", "transcript": None,
+             "seed_description": "[00:00-00:04] (Instrument: Organ, Pitch register: Low, Tempo: Slow, Duration: 4.0)"}
+    assert {i.kind for i in eligible(pool, music)} == {"music", "describe", "creative", "reasoning", "format", "duration"}
+    assert {i.audio for i in eligible(restrict(pool, ["gender", "sound_event", "music"]), music)} == {"music"}
     no_emotion = {**rows[0], "seed_description": "[00:00-00:02] Hello. (Gender: Male, Duration: 2s)"}
     kinds = {i.kind for i in eligible(pool, no_emotion)}
     assert "emotion" not in kinds and "gender" in kinds and "pitch" not in kinds
