@@ -28,9 +28,9 @@ from components.evaluate.outputs import (ACCURACY_FIGURE, CONFUSION_FIGURES, CON
 from components.evaluate.scorers import forgetting_rate, string_match
 from components.progress import progress_bar
 from components.text import wer
-from components.vocab import LEVELS, MCQ_SUFFIX, SYSTEM, mcq_prompt
+from components.vocab import INSTRUMENT_FAMILIES, LEVELS, MCQ_SUFFIX, SYSTEM, mcq_prompt
 
-ORDER = {"Gender": ("Male", "Female"), "Pitch": tuple(LEVELS)}
+ORDER = {"Gender": ("Male", "Female"), "Pitch": tuple(LEVELS), "Instrument": tuple(INSTRUMENT_FAMILIES)}
 Decode = Callable[[np.ndarray], list[str]]  # Whisper encoder output (N, 1500, d) -> raw transcripts
 
 

@@ -1,5 +1,5 @@
 """Learnability: how well the features the model hears tell each seed attribute's words apart on held-out
-voices. A linear probe (logistic regression) on the tapped Whisper states the connector reads, pooled per
+voices (and held-out instruments, for music). A linear probe (logistic regression) on the tapped Whisper states the connector reads, pooled per
 clip (mean and spread over the clip's own frames of each tapped layer), fitted on train-split clips and
 scored on test-split clips (no speaker or transcript shared). Its accuracy is a ceiling estimate for what
 training can teach: an attribute whose probe stays near its majority word cannot be heard from these
@@ -21,7 +21,8 @@ import torch
 
 from components.model.encoder import AudioStates
 
-ATTRIBUTES = ("Gender", "Pitch", "Volume", "Speaking speed", "Emotion")
+ATTRIBUTES = ("Gender", "Pitch", "Volume", "Speaking speed", "Emotion", "Instrument", "Pitch register", "Tempo")
+KINDS = ("speech", "music")  # the kinds of clip probed, each up to `clips`
 TEST_SHARE = 3  # at most a third of the probe's clips are held out; the rest fit it
 
 
@@ -30,27 +31,30 @@ def _order(row: dict[str, Any]) -> bytes:
 
 
 class ClipPicker:
-    """Up to `clips` speech rows in content-hash order (a stable spread over the corpus), at most a third
-    from the test split and the rest from train, picked as the seed rows stream past (`add`): no second
-    read of the shards, and only ~2x the picked rows are held."""
+    """Up to `clips` speech rows (and as many music rows) in content-hash order (a stable spread over the
+    corpus), at most a third from the test split and the rest from train, picked as the seed rows stream
+    past (`add`): no second read of the shards, and only ~2x the picked rows are held."""
 
     def __init__(self, clips: int) -> None:
         self.clips = clips
-        self.pools: dict[bool, list[tuple[bytes, dict[str, Any]]]] = {True: [], False: []}  # test? -> rows
+        self.pools: dict[tuple[str, bool], list[tuple[bytes, dict[str, Any]]]] = {}  # (kind, test?) -> rows
 
     def add(self, row: dict[str, Any]) -> dict[str, Any]:
         """Consider one seed row; returns it (so a writer's stream can pass through)."""
-        if row["kind"] == "speech":
-            pool = self.pools[row["split"] == "test"]
+        if self.clips and row["kind"] in KINDS:
+            pool = self.pools.setdefault((row["kind"], row["split"] == "test"), [])
             pool.append((_order(row), row))
             if len(pool) > 2 * self.clips:
                 pool[:] = heapq.nsmallest(self.clips, pool, key=lambda p: p[0])
         return row
 
     def picked(self) -> list[dict[str, Any]]:
-        test = heapq.nsmallest(self.clips // TEST_SHARE, self.pools[True], key=lambda p: p[0])
-        train = heapq.nsmallest(self.clips - len(test), self.pools[False], key=lambda p: p[0])
-        return [r for _, r in train + test]
+        out = []
+        for kind in KINDS:
+            test = heapq.nsmallest(self.clips // TEST_SHARE, self.pools.get((kind, True), []), key=lambda p: p[0])
+            train = heapq.nsmallest(self.clips - len(test), self.pools.get((kind, False), []), key=lambda p: p[0])
+            out += [r for _, r in train + test]
+        return out
 
 
 def pooled(states: torch.Tensor, frames: torch.Tensor) -> np.ndarray:
@@ -88,7 +92,7 @@ def fit_probes(x: np.ndarray, rows: list[dict[str, Any]]) -> dict[str, dict[str,
 
 def learnability(picked: Sequence[dict[str, Any]], states: AudioStates, layers: Sequence[int],
                  advance: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
-    """The report's `learnability` section over the `picked` speech clips (`states` reads or encodes them).
+    """The report's `learnability` section over the `picked` clips (`states` reads or encodes them).
     Only what the inputs decide goes in (no times or cache hits): a re-run writes the same bytes."""
     feats = []
     for i in range(0, len(picked), 8):

@@ -19,6 +19,7 @@ from components.ingest.music import FAMILIES, REGISTERS, TEMPOS, MusicSettings, 
 from components.ingest.run import MANIFEST, ingest
 from components.ingest.sources import Sources, source_kind
 from components.records import read_jsonl, read_seeds
+from components.seeds.learnability import ProbeSpec
 from components.seeds.run import build_seeds
 from components.vocab import INSTRUMENT_FAMILIES, MUSIC_QUESTIONS, REGISTERS as REGISTER_WORDS, TEMPOS as TEMPO_WORDS
 
@@ -75,9 +76,14 @@ def test_through_ingest_and_seeds_to_music_questions(tmp_path: Path, embedded_mo
     cands = list(Sources(["music"], None, EspeakSettings(espeak_clips=0), cache=tmp_path / "cache",
                          music=MusicSettings(clip_seconds=2.0)))
     ingest(cands, tmp_path / "ingest", Limits(0.1, 30.0, -60.0), 1 << 26, workers=2, show_progress=False)
+    probe = ProbeSpec(96, str(embedded_models["whisper-tiny.en"]), (2, 4), "fp32", None)
     report = build_seeds(tmp_path / "ingest", tmp_path, tmp_path / "seeds", embedded_models["whisper-tiny.en"],
-                         SeedsConfig(whisper_batch_size=4), show_progress=False)
+                         SeedsConfig(whisper_batch_size=4), show_progress=False, probe=probe)
     assert report["music"] == report["clips"] == 288 and report["speech"] == 0
+    probed = report["learnability"]["attributes"]
+    assert set(probed) == {"Instrument", "Pitch register", "Tempo"} and report["learnability"]["clips"]["test"] == 32
+    # heard on held-out instruments (measured 0.94 and 0.66 of 32, chance 0.33; instrument family 0.28, chance 0.125)
+    assert probed["Pitch register"]["probe"] >= 0.75 and probed["Tempo"]["probe"] >= 0.5
     rows = read_seeds(tmp_path / "seeds")
     plan = {m["id"]: m["metadata"]["music"] for m in read_jsonl(tmp_path / "ingest" / MANIFEST)}
     for r in rows:
