@@ -21,9 +21,10 @@ QUESTIONS = {
     "Speaking speed": ("How fast is the speaker talking?", SPEEDS, "medium"),
     "Volume": ("How loud is the speech in the recording?", LEVELS, "medium"),
 }
-# Music (the `music` source): General MIDI's instrument families, the register and tempo words. An
+# Music (the `music` source): General MIDI's instrument families in plain words (GM's "chromatic percussion"
+# and "pipe" read as a percussion kit and a pipe organ to the labeller), the register and tempo words. An
 # instrument question offers four families (the answer and three others), as the sound category's.
-INSTRUMENT_FAMILIES = ["Piano", "Chromatic percussion", "Organ", "Guitar", "Strings", "Brass", "Reed", "Pipe"]
+INSTRUMENT_FAMILIES = ["Piano", "Mallet percussion", "Organ", "Guitar", "Strings", "Brass", "Reed", "Flute"]
 REGISTERS = ["Low", "Medium", "High"]
 TEMPOS = ["Slow", "Medium", "Fast"]
 MUSIC_QUESTIONS = {

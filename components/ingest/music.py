@@ -33,13 +33,13 @@ RATE = 16000
 # glockenspiel, music box and church organ are left out: their melodies' F0 (Praat) does not follow the register.
 FAMILIES: dict[str, tuple[int, ...]] = {
     "Piano": (0, 1, 2, 4),                  # acoustic grand, bright acoustic, electric grand, electric piano 1
-    "Chromatic percussion": (11, 12, 13, 15),  # vibraphone, marimba, xylophone, dulcimer
+    "Mallet percussion": (11, 12, 13, 15),  # vibraphone, marimba, xylophone, dulcimer
     "Organ": (16, 17, 20, 21),              # drawbar, percussive, reed organ, accordion
     "Guitar": (24, 25, 26, 27),             # nylon, steel, jazz, clean electric
     "Strings": (40, 41, 42, 44),            # violin, viola, cello, tremolo strings
     "Brass": (56, 57, 59, 60),              # trumpet, trombone, muted trumpet, French horn
     "Reed": (64, 65, 68, 71),               # soprano sax, alto sax, oboe, clarinet
-    "Pipe": (72, 73, 74, 75),               # piccolo, flute, recorder, pan flute
+    "Flute": (72, 73, 74, 75),               # piccolo, flute, recorder, pan flute
 }
 # MIDI note ranges with gaps between them, so no melody sits on a border.
 REGISTERS = {"Low": (40, 52), "Medium": (57, 69), "High": (74, 86)}

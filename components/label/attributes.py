@@ -55,14 +55,14 @@ _MENTIONS |= {
 # Music: an instrument's name commits the answer to its General MIDI family (components/vocab.py).
 FAMILY_WORDS = {
     "Piano": re.compile(r"\b(?:pianos?|keyboards?|harpsichord)\b", re.I),
-    "Chromatic percussion": re.compile(r"\b(?:xylophones?|marimbas?|vibraphones?|celestas?|glockenspiels?|mallets?"
-                                       r"|dulcimers?|chimes?|bells?|(?:chromatic\s+)?percussion)\b", re.I),
+    "Mallet percussion": re.compile(r"\b(?:xylophones?|marimbas?|vibraphones?|celestas?|glockenspiels?|mallets?"
+                                       r"|dulcimers?|chimes?|bells?|(?:chromatic\s+|mallet\s+)?percussion)\b", re.I),
     "Organ": re.compile(r"\b(?:organs?|harmonium|accordions?)\b", re.I),
     "Guitar": re.compile(r"\bguitars?\b", re.I),
     "Strings": re.compile(r"\b(?:violins?|violas?|cellos?|strings?|fiddles?|double bass)\b", re.I),
     "Brass": re.compile(r"\b(?:trumpets?|trombones?|horns?|tubas?|brass|bugles?|cornets?)\b", re.I),
     "Reed": re.compile(r"\b(?:saxophones?|sax|clarinets?|oboes?|bassoons?|reeds?)\b", re.I),
-    "Pipe": re.compile(r"\b(?:flutes?|piccolos?|recorders?|(?:pan\s?)?pipes?|whistles?|ocarinas?)\b", re.I),
+    "Flute": re.compile(r"\b(?:flutes?|piccolos?|recorders?|(?:pan\s?)?pipes?(?!\s+organ)|whistles?|ocarinas?)\b", re.I),
 }
 _CANON = {"quick": "fast", "rapid": "fast", "slowly": "slow", "quickly": "fast", "rapidly": "fast", "middle": "medium",
           "mid": "medium", "moderate": "medium", "brisk": "fast", "briskly": "fast", "lively": "fast"}

@@ -140,7 +140,8 @@ MUSIC = "[00:00-00:04] (Instrument: Brass, Pitch register: High, Tempo: Fast, Du
                                                           "Tempo": {"Fast"}}),
     ("The music is slow, played on a piano with low notes.", {"Instrument": {"Piano"}, "Pitch register": {"Low"},
                                                               "Tempo": {"Slow"}}),
-    ("It sounds like a violin and a flute.", {"Instrument": {"Strings", "Pipe"}}),
+    ("It sounds like a violin and a flute.", {"Instrument": {"Strings", "Flute"}}),
+    ("The instrument is a pipe organ.", {"Instrument": {"Organ"}}),  # real answer: an organ, not a pipe
     ("The tempo is moderate and the melody sits in the middle register.", {"Tempo": {"Medium"},
                                                                            "Pitch register": {"Medium"}}),
     ("He plays quickly on the clarinet.", {"Instrument": {"Reed"}, "Tempo": {"Fast"}}),  # no gender for music
