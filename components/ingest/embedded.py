@@ -9,8 +9,6 @@ The espeak clips are generated once into a cache keyed by espeak's version and t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import subprocess
@@ -21,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from components.atomic import atomic_dir
 from components.ingest import asterisk
 from components.ingest.candidates import Candidate
+from components.ingest.generated import deb_version, generated_set
 from components.ingest.directory import prepare_directory
 from components.modeldir import user_cache
 
@@ -75,11 +73,6 @@ class EspeakSettings:
     espeak_clips: int = 300
     noise_fraction: float = 0.25
     seed: int = 0
-
-
-def _deb_version(pkg: str) -> str:
-    res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True)
-    return res.stdout.strip() or "not-installed"
 
 
 def _sentences() -> list[str]:
@@ -145,13 +138,8 @@ def _speak(item: dict, out_wav: Path) -> None:
 def build_espeak_corpus(settings: EspeakSettings, cache: Path) -> Path:
     """Generate (once) the espeak clips and their metadata.jsonl; returns the directory."""
     plan = _espeak_plan(settings)
-    key = hashlib.sha256(
-        json.dumps([_deb_version("espeak-ng"), asdict(settings), plan], sort_keys=True).encode()
-    ).hexdigest()[:12]
-    target = cache / f"espeak-{key}"
-    if (target / "metadata.jsonl").is_file():
-        return target
-    with atomic_dir(target) as tmp:
+
+    def write(tmp: Path) -> list[dict]:
         rows = []
         for item in plan:
             _speak(item, tmp / f"{item['name']}.wav")
@@ -174,8 +162,9 @@ def build_espeak_corpus(settings: EspeakSettings, cache: Path) -> Path:
                     "snr_db": item["snr_db"],
                 },
             })
-        (tmp / "metadata.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    return target
+        return rows
+
+    return generated_set(cache, "espeak", [deb_version("espeak-ng"), asdict(settings), plan], write)
 
 
 def _asterisk_candidates() -> list[Candidate]:
@@ -232,13 +221,13 @@ def corpus_card(sources: list[str]) -> str:
     """The card for an ingest run: its sources, and what the embedded corpus holds and its licences."""
     return CARD.format(
         sources=", ".join(f"`{s}`" for s in sources),
-        asterisk_version=_deb_version("asterisk-core-sounds-en-wav"),
-        freedesktop_version=_deb_version("sound-theme-freedesktop"),
-        alsa_version=_deb_version("alsa-utils"),
-        espeak_version=_deb_version("espeak-ng"),
-        drumkits_version=_deb_version("hydrogen-drumkits"),
-        fluidsynth_version=_deb_version("fluidsynth"),
-        soundfont_version=_deb_version("timgm6mb-soundfont"),
+        asterisk_version=deb_version("asterisk-core-sounds-en-wav"),
+        freedesktop_version=deb_version("sound-theme-freedesktop"),
+        alsa_version=deb_version("alsa-utils"),
+        espeak_version=deb_version("espeak-ng"),
+        drumkits_version=deb_version("hydrogen-drumkits"),
+        fluidsynth_version=deb_version("fluidsynth"),
+        soundfont_version=deb_version("timgm6mb-soundfont"),
     )
 
 

@@ -11,8 +11,6 @@ and the plan; the SoundFont is GPL-2 (/usr/share/doc/timgm6mb-soundfont/copyrigh
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import subprocess
 from dataclasses import asdict, dataclass
@@ -21,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from components.atomic import atomic_dir
 from components.ingest.candidates import Candidate
+from components.ingest.generated import METADATA, deb_version, generated_set
 from components.records import jsonl_rows
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
@@ -114,30 +112,23 @@ def _render(item: dict, out_dir: Path, seconds: float) -> None:
     sf.write(out_dir / f"{item['name']}.wav", (wav * (0.7 / peak)).astype(np.float32), RATE, subtype="PCM_16")
 
 
-def _version(cmd: list[str]) -> str:
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    return res.stdout.strip() or "not-installed"
-
-
 def build_music_set(settings: MusicSettings, cache: Path) -> Path:
     """Render (once) the music clips, their MIDI files and metadata.jsonl; returns the directory."""
     if not SOUNDFONT.is_file():
         raise ValueError(f"no SoundFont at {SOUNDFONT}: install the Debian packages fluidsynth and timgm6mb-soundfont")
     plan = music_plan(settings)
-    versions = [_version(["dpkg-query", "-W", "-f=${Version}", p]) for p in ("fluidsynth", "timgm6mb-soundfont")]
-    key = hashlib.sha256(json.dumps([versions, asdict(settings), plan], sort_keys=True).encode()).hexdigest()[:12]
-    target = cache / f"music-{key}"
-    if (target / "metadata.jsonl").is_file():
-        return target
-    with atomic_dir(target) as tmp:
+
+    def write(tmp: Path) -> list[dict]:
         rows = []
         for item in plan:
             _render(item, tmp, settings.clip_seconds)
             rows.append({"file": f"{item['name']}.wav", "kind": "music", "speaker": f"gm-{item['program']:03d}",
                          "music": {k: item[k] for k in ("family", "program", "register", "tempo", "bpm", "notes",
                                                         "velocity")} | {"midi": f"{item['name']}.mid"}})
-        (tmp / "metadata.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    return target
+        return rows
+
+    versions = [deb_version(p) for p in ("fluidsynth", "timgm6mb-soundfont")]
+    return generated_set(cache, "music", [versions, asdict(settings), plan], write)
 
 
 def prepare_music(settings: MusicSettings, cache: Path) -> list[Candidate]:
@@ -145,7 +136,7 @@ def prepare_music(settings: MusicSettings, cache: Path) -> list[Candidate]:
     family, register and tempo under `music`); the MIDI files are not candidates."""
     folder = build_music_set(settings, cache)
     out = []
-    for row in jsonl_rows(folder / "metadata.jsonl"):
+    for row in jsonl_rows(folder / METADATA):
         path = folder / row.pop("file")
         out.append(Candidate(str(path), DATASET, path=path, metadata=row))
     return out
