@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from components.label.attributes import SAID_KIND
+
 DEFAULT_POOL = Path(__file__).parent / "data" / "instructions.jsonl"
 AudioKind = Literal["any", "speech", "sound", "music"]
 AUDIO_KINDS = ("any", "speech", "sound", "music")
@@ -21,6 +23,11 @@ class Instruction:
     audio: AudioKind
     requires: str | None  # a seed-description field (e.g. "Emotion") the answer depends on
     text: str
+
+    @property
+    def asks(self) -> str | None:
+        """What an answer must state: the seed field asked about, or SAID_KIND (the words spoken)."""
+        return SAID_KIND if self.kind == SAID_KIND else self.requires
 
 
 @dataclass(frozen=True)

@@ -67,13 +67,8 @@ def _generate(job: LabelJob, cache: ResponseCache, requests: list[Request], resu
     return got
 
 
-def _asks(instruction: Any) -> str | None:
-    """What an answer must state: the seed field the instruction asks about, or SAID_KIND (the words)."""
-    return SAID_KIND if instruction.kind == SAID_KIND else instruction.requires
-
-
 def _asked_key(it: Any) -> str:
-    asks = _asks(it.instruction)
+    asks = it.instruction.asks
     return asks if asks == SAID_KIND else f"{asks}={seed_value(it.seed['seed_description'], asks)}"
 
 
@@ -104,7 +99,7 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
             for it in pending:
                 c = hits.get(reqs[it.row_id].key) or got[reqs[it.row_id].key]
                 text, reason, trimmed = filters.accept(c.response, c.finish, it.seed["seed_description"],
-                                                       cfg.trim_truncated, cfg.focus, _asks(it.instruction),
+                                                       cfg.trim_truncated, cfg.focus, it.instruction.asks,
                                                        it.seed.get("transcript"))
                 if reason is None:
                     accepted[it.row_id] = Cached(text, c.finish, c.prompt_tokens, c.completion_tokens)
@@ -125,7 +120,7 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
                                                          rows[-1]["response"], transcripts)) is not None:
                 rows.append(extra)
                 result.choice_rows += 1
-    asked = Counter(_asked_key(it) for it in items if it.row_id in accepted and _asks(it.instruction))
+    asked = Counter(_asked_key(it) for it in items if it.row_id in accepted and it.instruction.asks)
     result.rows_by_asked_value = dict(sorted(asked.items()))
     stated = Counter(v for it in items if it.row_id in accepted
                      for v in stated_values(accepted[it.row_id].response, it.seed["seed_description"]))
