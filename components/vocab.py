@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# The seed description's field names (the paper's, and this project's music ones), in description order.
+SPEECH_FIELDS = ("Emotion", "Gender", "Pitch", "Volume", "Speaking speed")
+MUSIC_FIELDS = ("Instrument", "Pitch register", "Tempo")
+OTHER_FIELDS = ("Duration", "Audio category")
+
 LEVELS = ["Very low", "Low", "Medium", "High", "Very high"]
 SPEEDS = ["Very slow", "Slow", "Medium", "Fast", "Very fast"]
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-VOICE_ATTRIBUTES = ("Gender", "Pitch", "Volume", "Speaking speed")
-MUSIC_ATTRIBUTES = ("Instrument", "Pitch register", "Tempo")
+from components.vocab import MUSIC_FIELDS, SPEECH_FIELDS
+
+VOICE_ATTRIBUTES = tuple(f for f in SPEECH_FIELDS if f != "Emotion")  # emotion is not checked: no measurement
+MUSIC_ATTRIBUTES = MUSIC_FIELDS
 FOCUS_ATTRIBUTES = VOICE_ATTRIBUTES + MUSIC_ATTRIBUTES
 SAID_KIND = "said"  # instructions whose answer is the words spoken ("What does the speaker say?")
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 
 from components.label import attributes
+from components.vocab import MUSIC_FIELDS, OTHER_FIELDS, SPEECH_FIELDS
+
+_FIELDS = "|".join(sorted(SPEECH_FIELDS + MUSIC_FIELDS + OTHER_FIELDS, key=len, reverse=True))
 
 # name -> pattern; the name becomes the reason `leak:<name>` in stats and quarantine.
 LEAKS: dict[str, re.Pattern[str]] = {
@@ -24,7 +27,7 @@ LEAKS: dict[str, re.Pattern[str]] = {
                                   r"(?:description|information|details|text)\b"
                                   r"|\b(?:the|this) (?:given|provided|above) (?:description|information|text)\b", re.I),
     "instruction_ref": re.compile(r"\bthe (?:given |provided |user'?s? )?instructions? (?:asks?|says?|is|are|wants?|requires?)\b", re.I),
-    "field_label": re.compile(r"\b(?:Emotion|Gender|Pitch|Volume|Speaking speed|Duration|Audio category|Instrument|Pitch register|Tempo)\s*:\s*\w", re.I),
+    "field_label": re.compile(rf"\b(?:{_FIELDS})\s*:\s*\w", re.I),
     "audio_token": re.compile(r"<\|?AUDIO\|?>|<\|im_(?:start|end)\|>", re.I),
     "instruction_echo": re.compile(r"^\s*(?:Instruction|What you hear in the clip)\s*:", re.I | re.M),
 }

@@ -8,8 +8,7 @@ Low, Tempo: Fast, Duration: 4.0)`. Attributes that are not known are left out ra
 
 from __future__ import annotations
 
-SPEECH_FIELDS = ("Emotion", "Gender", "Pitch", "Volume", "Speaking speed")
-MUSIC_FIELDS = ("Instrument", "Pitch register", "Tempo")
+from components.vocab import MUSIC_FIELDS, SPEECH_FIELDS
 
 
 def timestamp(seconds: float) -> str:

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from components.model.encoder import AudioStates
+from components.vocab import MUSIC_FIELDS, SPEECH_FIELDS
 
-ATTRIBUTES = ("Gender", "Pitch", "Volume", "Speaking speed", "Emotion", "Instrument", "Pitch register", "Tempo")
+ATTRIBUTES = SPEECH_FIELDS + MUSIC_FIELDS
 KINDS = ("speech", "music")  # the kinds of clip probed, each up to `clips`
 TEST_SHARE = 3  # at most a third of the probe's clips are held out; the rest fit it
 
