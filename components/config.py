@@ -228,6 +228,9 @@ class TrainConfig(Section):
     # A clip's rows share a micro-batch and run their common prefix (its audio and transcript) once:
     # every row's loss as unpacked; the batches group rows by clip (docs/train.md).
     pack_clip_rows: bool = False
+    # token: every response token weighs the same (long open answers dominate); row: every row weighs the same,
+    # so a one-word choice row teaches as much as a 40-token answer (docs/train.md).
+    loss_average: Literal["token", "row"] = "token"
     # Multi-node: a DeepSpeed hostfile (`host slots=N` lines); null = one node with `ranks` processes.
     hostfile: str | None = None
 

@@ -68,6 +68,7 @@ class DestaModel(nn.Module):
             p.requires_grad_(name.startswith("connector.") or "lora_" in name)
         self.eval()  # inference by default (no Q-Former dropout); training calls .train() itself
         self.reuse_frozen_head = False  # training: see `forward` (train.reuse_frozen_head)
+        self.loss_average = "token"  # training: see `forward` (train.loss_average)
         self._heads: dict[tuple, list] = {}  # (device, head tokens) -> the frozen LLM's KV state after them
 
     # ---- construction -------------------------------------------------------------------------
@@ -197,10 +198,12 @@ class DestaModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio_mask: torch.Tensor,
                 audio_states: torch.Tensor, labels: torch.Tensor, audio_frames: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> LossOutput:
-        """Next-token loss on the labelled (response) positions only; logits only where scored.
-        Packed rows (`prompt.pack`) bring their positions and what each token sees; `row_logprob` is then
-        per sequence."""
+                position_ids: torch.Tensor | None = None, visible: torch.Tensor | None = None,
+                label_rows: torch.Tensor | None = None) -> LossOutput:
+        """Next-token loss on the labelled (response) positions only; logits only where scored: the mean over
+        tokens, or with `loss_average = "row"` the mean over rows of each row's token mean. Packed rows
+        (`prompt.pack`) bring their positions, what each token sees and the example each label belongs to
+        (`label_rows`); `row_logprob` is then per sequence."""
         embeds = self.embed(input_ids, audio_mask, audio_states, audio_frames)
         head = self._frozen_head(input_ids, attention_mask, audio_mask, labels) if self.reuse_frozen_head else 0
         mask = attention_mask if visible is None else visible[:, None, head:]
@@ -221,7 +224,12 @@ class DestaModel(nn.Module):
         rows = scored.nonzero()[:, 0]
         row_logprob = torch.zeros(labels.shape[0], device=logits.device).index_add(0, rows, token_logp)
         n = int(scored.sum())
-        loss = -token_logp.sum() / max(n, 1)
+        if self.loss_average == "row":
+            owner = label_rows[:, head + 1:][scored] if label_rows is not None else rows
+            _, which, counts = torch.unique(owner, return_inverse=True, return_counts=True)
+            loss = -(token_logp / counts[which]).sum() / max(len(counts), 1)
+        else:
+            loss = -token_logp.sum() / max(n, 1)
         return LossOutput(loss, n, row_logprob)
 
     def _frozen_head(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio_mask: torch.Tensor,

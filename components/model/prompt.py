@@ -215,8 +215,8 @@ def pack(
     parts, sizes = [], []
     for g, n in groups:
         rows = [examples[i] for i in g]
-        parts.append([(rows[0], common, n or len(rows[0]))] + ([(e, n, len(e)) for e in rows] if n else []))
-        sizes.append(sum(b - a for _, a, b in parts[-1]))
+        parts.append([(g[0], rows[0], common, n or len(rows[0]))] + ([(i, e, n, len(e)) for i, e in zip(g, rows)] if n else []))
+        sizes.append(sum(b - a for _, _, a, b in parts[-1]))
     bins: list[list[int]] = []
     fill: list[int] = []
     for i in sorted(range(len(groups)), key=lambda i: -sizes[i]):
@@ -232,17 +232,19 @@ def pack(
            "labels": torch.full(shape, IGNORE, dtype=torch.long),
            "attention_mask": torch.zeros(shape, dtype=torch.long),
            "audio_mask": torch.zeros(shape, dtype=torch.bool),
-           "position_ids": torch.zeros(shape, dtype=torch.long)}
+           "position_ids": torch.zeros(shape, dtype=torch.long),
+           "label_rows": torch.full(shape, -1, dtype=torch.long)}  # which example a token's label belongs to
     part = torch.full(shape, -1, dtype=torch.long)  # which run of tokens; 0 = the common opening
     sees = torch.full(shape, -1, dtype=torch.long)  # the group prefix a row's tokens continue
     for row, members in enumerate(bins):
-        runs = [(examples[0], 0, common, 0, 0)]  # (row, start, end, run id, the prefix run it continues)
+        runs = [(-1, examples[0], 0, common, 0, 0)]  # (example, row, start, end, run id, the prefix run it continues)
         for i in members:
             prefix = len(runs)
-            runs += [(e, a, b, prefix + k, prefix) for k, (e, a, b) in enumerate(parts[i])]
+            runs += [(x, e, a, b, prefix + k, prefix) for k, (x, e, a, b) in enumerate(parts[i])]
         at = 0
-        for e, a, b, pid, pre in runs:
+        for x, e, a, b, pid, pre in runs:
             span = slice(at, at + b - a)
+            out["label_rows"][row, span] = x
             out["input_ids"][row, span] = torch.tensor(e.input_ids[a:b], dtype=torch.long)
             out["labels"][row, span] = torch.tensor(e.labels[a:b], dtype=torch.long)
             out["audio_mask"][row, span] = torch.tensor(e.audio_mask[a:b], dtype=torch.bool)

@@ -160,7 +160,7 @@ class TrainRecipe:
         model.detach_whisper()
         model.whisper.to(self.device)
         model.to(self.device)
-        model.reuse_frozen_head = self.cfg.reuse_frozen_head  # the text before the audio runs once (frozen LLM)
+        model.reuse_frozen_head, model.loss_average = self.cfg.reuse_frozen_head, self.cfg.loss_average  # see forward
         self.frozen_before = model.frozen_digest() if self.rank == 0 else None
         self._log("backbones loaded")
 

@@ -37,8 +37,8 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
 
 def test_packed_rows_give_each_row_its_unpacked_loss_and_gradients(repo: Path, embedded_models, rows) -> None:
     """fp32, no dropout: the packed batch's loss, scored tokens and connector gradients are the
-    collated batch's (the same rows), with the frozen head reused or not; the packed batch has fewer
-    tokens and one set of clips per sequence."""
+    collated batch's (the same rows), with the frozen head reused or not, averaged over tokens or rows
+    (train.loss_average); the packed batch has fewer tokens and one set of clips per sequence."""
     torch.manual_seed(0)
     spec = DestaSpec.from_profile(load_params(repo / "params.yaml").profiles["tiny"])
     model = DestaModel.from_backbones(spec, "fp32")
@@ -57,14 +57,22 @@ def test_packed_rows_give_each_row_its_unpacked_loss_and_gradients(repo: Path, e
     states_plain = model.encode([wavs[c["audio"]] for c in clips])
     states_packed = model.encode([wavs[clips[g[0]]["audio"]] for g in order])
 
-    for reuse in (False, True):
+    counts = (plain["labels"][:, 1:] != P.IGNORE).sum(1)
+    losses = {}
+    for average, reuse in ((a, r) for a in ("token", "row") for r in (False, True)):
+        model.loss_average = average
         a, ga = loss_and_grads(model, plain, states_plain, reuse)
         b, gb = loss_and_grads(model, packed, states_packed, reuse)
         assert a.tokens == b.tokens > 0
-        assert abs(a.loss.item() - b.loss.item()) < 1e-4, (reuse, a.loss.item(), b.loss.item())
+        assert abs(a.loss.item() - b.loss.item()) < 1e-4, (average, reuse, a.loss.item(), b.loss.item())
         assert torch.nn.functional.cosine_similarity(ga, gb, dim=0) > 0.9999
         assert (ga - gb).norm() < 1e-3 * ga.norm()
         assert abs(b.row_logprob.sum().item() - a.row_logprob.sum().item()) < 1e-3  # per sequence when packed
+        per_row = -(a.row_logprob / counts).mean() if average == "row" else -a.row_logprob.sum() / counts.sum()
+        assert abs(a.loss.item() - per_row.item()) < 1e-4, (average, a.loss.item(), per_row.item())
+        losses[average] = a.loss.item()
+    # the one-word choice row ("Female") and the long answers weigh differently: the two losses differ
+    assert abs(losses["token"] - losses["row"]) > 1e-3
 
 
 def test_rows_without_a_common_prefix_through_their_audio_stay_alone(monkeypatch) -> None:
