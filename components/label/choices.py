@@ -20,7 +20,7 @@ from typing import Any
 
 from collections.abc import Iterable
 
-from components.label.attributes import SAID_KIND, domain, mentions, says, seed_value
+from components.label.attributes import SAID_KIND, domain, mentions, says, seed_value, stated_values
 from components.label.rows import aqa_row
 from components.vocab import INSTRUMENT_FAMILIES, MUSIC_QUESTIONS, mcq_prompt
 from components.vocab import QUESTIONS as EVAL_QUESTIONS
@@ -99,3 +99,14 @@ def choice_row(seed: dict[str, Any], index: int, attribute: str | None, response
         choices = rng.sample([c for c in choices if c != option], DRAWN[attribute] - 1) + [option]
         rng.shuffle(choices)
     return _row(seed, index, rng.choice(QUESTIONS[attribute]), choices, option)
+
+
+def stated_rows(seed: dict[str, Any], index: int, response: str, skip: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Choice rows for the other attributes a kept answer states as the seed does ("A woman speaks slowly."
+    asked about gender also teaches the speed), by attribute, for those not in `skip`; ids end in the attribute."""
+    out = {}
+    for attribute in dict.fromkeys(v.split("=")[0] for v in stated_values(response, seed["seed_description"])):
+        if attribute not in skip and (row := choice_row(seed, index, attribute, response)) is not None:
+            row["id"] += "-" + attribute.lower().replace(" ", "-")
+            out[attribute] = row
+    return out

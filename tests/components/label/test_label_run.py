@@ -200,7 +200,7 @@ def test_focus_keeps_only_right_voice_statements(tmp_path: Path, models: ModelsC
     assert stats["rows_written"] + stats["quarantined"] == 20
     assert reasons & {"unfocused", "missing:Gender", "missing:Pitch", "missing:Speaking speed", "missing:Volume"}
     prov = json.loads((tmp_path / "out" / "shards" / PROVENANCE).read_text())
-    assert prov["filters"] == {"focus": True, "max_clips_per_speaker": None, "choice_rows": False}
+    assert prov["filters"] == {"focus": True, "max_clips_per_speaker": None, "choice_rows": False, "choice_stated": False}
 
 
 
@@ -233,3 +233,34 @@ def test_stats_count_kept_rows_per_asked_value(tmp_path: Path, models: ModelsCon
         assert r["id"] == prev["id"] + SUFFIX and r["messages"][1]["audios"] == prev["messages"][1]["audios"]
         assert r["response"] == seed_value(r["seed_description"], attribute)
         assert all(option in r["prompt"] for option in CHOICES[attribute])
+
+
+def test_choice_stated_teaches_what_kept_answers_state_unasked(tmp_path: Path, models: ModelsConfig, hf_backend) -> None:
+    """label.choice_stated: besides the asked attribute's choice row, one choice row per other attribute a
+    clip's kept answers state as the seed does, once per clip and attribute; the open answers are unchanged."""
+    seeds = [s for s in seed_rows(12) if s["kind"] == "speech"]
+    cfg = label_cfg(instructions_per_clip=3, focus=True, kinds=["voice", "gender"], choice_rows=True)
+    asked = label(seed_file(tmp_path, seeds), tmp_path / "asked", cfg, models, cache_dir=tmp_path / "cache",
+                  backend=hf_backend, show_progress=False)
+    both = label(seed_file(tmp_path, seeds), tmp_path / "stated", cfg.model_copy(update={"choice_stated": True}), models,
+                 cache_dir=tmp_path / "cache", backend=hf_backend, show_progress=False)
+    before, after = read_rows(tmp_path / "asked"), read_rows(tmp_path / "stated")
+    assert both["generated"] == 0 and [r for r in after if not r["id"].endswith(SUFFIX) and SUFFIX + "-" not in r["id"]] \
+        == [r for r in before if not r["id"].endswith(SUFFIX)]
+    assert [r for r in after if SUFFIX + "-" not in r["id"]] == before  # the asked choice rows as before
+    opened = {r["id"]: r for r in after if SUFFIX not in r["id"]}
+    requires = {i.text: i.requires for i in load_pool().instructions}
+    stated = [r for r in after if SUFFIX + "-" in r["id"]]
+    assert stated and both["choice_rows"] == asked["choice_rows"] + len(stated)
+    seen = set()
+    for r in stated:
+        source, attribute = r["id"].split(SUFFIX + "-")
+        attribute = next(a for a in CHOICES if a.lower().replace(" ", "-") == attribute)
+        clip = source.rsplit("-", 1)[0]
+        assert f"{attribute}={r['response']}" in stated_values(opened[source]["response"], r["seed_description"])
+        assert r["response"] == seed_value(r["seed_description"], attribute)
+        kept_asked = {requires[o["prompt"]] for o in opened.values() if o["id"].rsplit("-", 1)[0] == clip}
+        assert attribute not in kept_asked and (clip, attribute) not in seen
+        seen.add((clip, attribute))
+    prov = json.loads((tmp_path / "stated" / "shards" / PROVENANCE).read_text())
+    assert prov["filters"]["choice_stated"] is True
