@@ -12,6 +12,7 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from components.text import normalize_transcript
 from components.vocab import CATEGORY, INSTRUMENT, MUSIC_QUESTIONS, QUESTIONS, SAID
 
 
@@ -38,8 +39,13 @@ class _AllBut(Sequence):
 def build_mcq(seeds: Iterable[dict[str, Any]], n_distractors: int = 3) -> list[dict[str, Any]]:
     """MMAU-layout question rows for the test-split seeds."""
     test = [r for r in seeds if r.get("split") == "test"]
-    transcripts = sorted({r["transcript"] for r in test if r["kind"] == "speech" and r.get("transcript")})
-    position = {t: i for i, t in enumerate(transcripts)}
+    # One option per way a sentence reads: "Rear Center." and "Rear center." are one answer, never each
+    # other's distractor (case and punctuation aside, as WER reads them).
+    spoken: dict[str, str] = {}
+    for t in sorted({r["transcript"] for r in test if r["kind"] == "speech" and r.get("transcript")}):
+        spoken.setdefault(normalize_transcript(t), t)
+    transcripts = sorted(spoken.values())
+    position = {normalize_transcript(t): i for i, t in enumerate(transcripts)}
     categories = sorted({r["attributes"]["Audio category"]["value"] for r in test if r["kind"] == "sound"
                          and r["attributes"]["Audio category"]["value"] != "unknown"})
     families = sorted({r["attributes"]["Instrument"]["value"] for r in test if r["kind"] == "music"
@@ -55,7 +61,7 @@ def build_mcq(seeds: Iterable[dict[str, Any]], n_distractors: int = 3) -> list[d
                     _rng(seed["id"], name, "order").shuffle(order)  # as MMAU: position tells nothing
                     items.append((name, question, order, attrs[name], difficulty))
             text = seed.get("transcript")
-            others = _AllBut(transcripts, position.get(text))
+            others = _AllBut(transcripts, position.get(normalize_transcript(text or "")))
             if seed["kind"] == "speech" and text and len(others) >= n_distractors:
                 choices = _rng(seed["id"], "said").sample(others, n_distractors) + [text]
                 _rng(seed["id"], "said-order").shuffle(choices)

@@ -55,3 +55,21 @@ def test_said_distractors_are_drawn_as_from_a_copied_list_without_the_answer() -
     seeds = [_seed(i, Gender="Male") for i in range(60)]
     said = [r for r in build_mcq(seeds) if r["sub-category"] == "What was said"]
     assert len(said) == 60 and all(r["choices"].count(r["answer"]) == 1 for r in said)
+
+
+def test_said_options_never_read_alike() -> None:
+    """Two clips whose transcripts differ only in case or punctuation ("Rear Center." / "Rear center.",
+    as the freedesktop and alsa sound themes spell one phrase) say the same words: neither may be a
+    distractor of the other, and no question offers two options that read alike."""
+    from components.text import normalize_transcript
+
+    seeds = [_seed(i, Gender="Male") for i in range(8)]
+    seeds[0]["transcript"], seeds[1]["transcript"] = "Rear Center.", "Rear center."
+    seeds[2]["transcript"] = "rear, center"
+    said = [r for r in build_mcq(seeds) if r["sub-category"] == "What was said"]
+    assert len(said) == 8
+    for r in said:
+        read = [normalize_transcript(c) for c in r["choices"]]
+        assert len(set(read)) == len(read) == 4, r["choices"]
+        assert r["answer"] in r["choices"]
+    assert {r["answer"] for r in said[:3]} == {"Rear Center.", "Rear center.", "rear, center"}
