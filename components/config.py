@@ -143,6 +143,8 @@ class LabelConfig(Section):
     choice_rows: bool = False
     # With choice_rows: also one for each other attribute a clip's kept answers state as the seed does.
     choice_stated: bool = False
+    # With choice_rows: a "what was said" choice row for every labelled clip with a transcript (no generation).
+    choice_said: bool = False
     precision: Literal["bf16", "fp32"] = "bf16"  # hf: bf16 autocast over fp32 weights; vllm: dtype
     threads: int | None = Field(None, ge=1)  # hf/ct2: threads while generating; None = the engine's default
     # ct2 (CTranslate2 on the CPU): float32 = the hf backend's fp32 text; int8 quantises at load time

@@ -8,8 +8,9 @@ an attribute question ("The speaker is a woman.") gets a second row: a choice qu
 same attribute, the options in a per-row random order, and as response the option that answer
 states ("Female"), only when that is the seed's value too (as `label.focus` ensures), so nothing new
 is claimed. A kept "what was said" answer gets one too: the seed's transcript among three transcripts of
-other clips labelled beside it (the evaluation's "What was said" layout). Off in the paper profiles (the
-paper trains on open answers only).
+other clips labelled beside it (the evaluation's "What was said" layout); with `label.choice_said` every
+labelled clip with a transcript gets that row, answer or not (`said_choice`). Off in the paper profiles
+(the paper trains on open answers only).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any
 
 from collections.abc import Iterable
 
-from components.label.attributes import SAID_KIND, domain, mentions, says, seed_value, stated_values
+from components.label.attributes import SAID_KIND, domain, mentions, says, seed_value
 from components.label.rows import aqa_row
+from components.text import normalize_transcript
 from components.vocab import INSTRUMENT_FAMILIES, MUSIC_QUESTIONS, mcq_prompt
 from components.vocab import QUESTIONS as EVAL_QUESTIONS
 
@@ -54,7 +56,7 @@ def stated_option(response: str, attribute: str) -> str | None:
     return next(iter(said)) if len(said) == 1 and next(iter(said)) in CHOICES.get(attribute, ()) else None
 
 
-def _rng(seed: dict[str, Any], index: int) -> random.Random:
+def _rng(seed: dict[str, Any], index: int | str) -> random.Random:
     return random.Random(hashlib.sha256(f"{seed['id']}\x00{index}\x00choice".encode()).hexdigest())
 
 
@@ -76,14 +78,35 @@ def choice_copy(seed: dict[str, Any], index: int, kind: str, attribute: str | No
 def said_row(seed: dict[str, Any], index: int, response: str, transcripts: Iterable[str]) -> dict[str, Any] | None:
     """The seed's transcript among SAID_DISTRACTORS others (train clips labelled beside it), when the
     answer gives it; None when it does not or too few others are known."""
+    if not says(response, seed.get("transcript") or ""):
+        return None
+    return _said(seed, index, transcripts)
+
+
+def said_choice(seed: dict[str, Any], transcripts: Iterable[str]) -> dict[str, Any] | None:
+    """`label.choice_said`: a clip's "what was said" choice row, no answer needed (its response is the
+    corpus's transcript, not the labeller's words); id `<clip>-said-choice`."""
+    row = _said(seed, "said", transcripts)
+    if row is not None:
+        row["id"] = f"{seed['id']}-said{SUFFIX}"
+    return row
+
+
+def _said(seed: dict[str, Any], index: int | str, transcripts: Iterable[str]) -> dict[str, Any] | None:
+    """The seed's transcript among SAID_DISTRACTORS others that read differently (case and punctuation
+    aside: "Rear Center." is no distractor of "Rear center."); None without a transcript or enough others."""
     text = seed.get("transcript") or ""
-    others = sorted({t for t in transcripts if t and t != text})
-    if len(others) < SAID_DISTRACTORS or not says(response, text):
+    spoken: dict[str, str] = {}
+    for t in sorted(t for t in transcripts if t):
+        spoken.setdefault(normalize_transcript(t), t)
+    spoken.pop(normalize_transcript(text), None)
+    others = sorted(spoken.values())
+    if not text or len(others) < SAID_DISTRACTORS:
         return None
     rng = _rng(seed, index)
     choices = rng.sample(others, SAID_DISTRACTORS) + [text]
     rng.shuffle(choices)
-    return _row(seed, index, rng.choice(SAID_QUESTIONS), choices, text)
+    return _row(seed, 0 if isinstance(index, str) else index, rng.choice(SAID_QUESTIONS), choices, text)
 
 
 def choice_row(seed: dict[str, Any], index: int, attribute: str | None, response: str) -> dict[str, Any] | None:
@@ -101,11 +124,13 @@ def choice_row(seed: dict[str, Any], index: int, attribute: str | None, response
     return _row(seed, index, rng.choice(QUESTIONS[attribute]), choices, option)
 
 
-def stated_rows(seed: dict[str, Any], index: int, response: str, skip: Iterable[str]) -> dict[str, dict[str, Any]]:
+def stated_rows(seed: dict[str, Any], index: int, response: str, stated: Iterable[str],
+                skip: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Choice rows for the other attributes a kept answer states as the seed does ("A woman speaks slowly."
-    asked about gender also teaches the speed), by attribute, for those not in `skip`; ids end in the attribute."""
+    asked about gender also teaches the speed), by attribute, for those not in `skip`; `stated` = the
+    answer's `attributes.stated_values`; ids end in the attribute."""
     out = {}
-    for attribute in dict.fromkeys(v.split("=")[0] for v in stated_values(response, seed["seed_description"])):
+    for attribute in dict.fromkeys(v.split("=")[0] for v in stated):
         if attribute not in skip and (row := choice_row(seed, index, attribute, response)) is not None:
             row["id"] += "-" + attribute.lower().replace(" ", "-")
             out[attribute] = row

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from components.label import filters, template
 from components.label.attributes import SAID_KIND, seed_value, stated_values
 from components.label.backends import Backend, Request
 from components.label.cache import Cached, ResponseCache
-from components.label.choices import choice_copy, stated_rows
+from components.label.choices import choice_copy, said_choice, stated_rows
 from components.label.pool import DEFAULT_POOL
 from components.label.rows import aqa_row, dumps_rows
 from components.label.units import (SEED_FIELDS, LabelJob, Unit, UnitResult, plan_batches, plan_units, prepare_job,
@@ -114,22 +114,33 @@ def run_unit(unit: Unit, job: LabelJob, on_progress: Progress | None = None) -> 
     rows = []
     transcripts = {it.seed["transcript"] for it in items if it.seed.get("transcript")}  # said: the distractors
     # label.choice_stated: a clip's kept answers also teach what they state unasked, once a clip and attribute
-    covered = {(it.seed["id"], it.instruction.requires) for it in items if it.row_id in accepted}
+    covered: dict[str, set[str | None]] = defaultdict(set)
     for it in items:
         if it.row_id in accepted:
-            rows.append(aqa_row(it.seed, it.index, it.instruction.text, accepted[it.row_id].response))
-            extra = [] if not cfg.choice_rows else [choice_copy(it.seed, it.index, it.instruction.kind,
-                                                                it.instruction.requires, rows[-1]["response"], transcripts)]
-            if cfg.choice_rows and cfg.choice_stated:
-                more = stated_rows(it.seed, it.index, rows[-1]["response"], {a for c, a in covered if c == it.seed["id"]})
-                covered |= {(it.seed["id"], a) for a in more}
-                extra += more.values()
-            rows += [r for r in extra if r is not None]
-            result.choice_rows += sum(r is not None for r in extra)
+            covered[it.seed["id"]].add(it.instruction.requires)
+    stated: Counter[str] = Counter()
+    for it in items:
+        if it.row_id not in accepted:
+            continue
+        response = accepted[it.row_id].response
+        values = stated_values(response, it.seed["seed_description"])
+        stated.update(values)
+        rows.append(aqa_row(it.seed, it.index, it.instruction.text, response))
+        extra = [] if not cfg.choice_rows else [choice_copy(it.seed, it.index, it.instruction.kind,
+                                                            it.instruction.requires, response, transcripts)]
+        if cfg.choice_rows and cfg.choice_stated:
+            more = stated_rows(it.seed, it.index, response, values, covered[it.seed["id"]])
+            covered[it.seed["id"]] |= set(more)
+            extra += more.values()
+        rows += [r for r in extra if r is not None]
+        result.choice_rows += sum(r is not None for r in extra)
+    if cfg.choice_rows and cfg.choice_said:  # one per clip, answered or not: no generation
+        said = [r for seed in {it.seed["id"]: it.seed for it in items}.values()
+                if (r := said_choice(seed, transcripts)) is not None]
+        rows += said
+        result.choice_rows += len(said)
     asked = Counter(_asked_key(it) for it in items if it.row_id in accepted and it.instruction.asks)
     result.rows_by_asked_value = dict(sorted(asked.items()))
-    stated = Counter(v for it in items if it.row_id in accepted
-                     for v in stated_values(accepted[it.row_id].response, it.seed["seed_description"]))
     result.rows_by_stated_value = dict(sorted(stated.items()))
     quarantine = []
     for it in pending:
@@ -176,7 +187,7 @@ def provenance(job: LabelJob, units: list[Unit]) -> dict[str, Any]:
                      "retry_temperature": cfg.retry_temperature, "max_retries": cfg.max_retries,
                      "precision": cfg.precision, "trim_truncated": cfg.trim_truncated},
         "filters": {"focus": cfg.focus, "max_clips_per_speaker": cfg.max_clips_per_speaker,
-                    "choice_rows": cfg.choice_rows, "choice_stated": cfg.choice_stated},
+                    "choice_rows": cfg.choice_rows, "choice_stated": cfg.choice_stated, "choice_said": cfg.choice_said},
         "seed": cfg.seed,
         "instructions_per_clip": cfg.instructions_per_clip,
         "splits": cfg.splits,

@@ -200,7 +200,8 @@ def test_focus_keeps_only_right_voice_statements(tmp_path: Path, models: ModelsC
     assert stats["rows_written"] + stats["quarantined"] == 20
     assert reasons & {"unfocused", "missing:Gender", "missing:Pitch", "missing:Speaking speed", "missing:Volume"}
     prov = json.loads((tmp_path / "out" / "shards" / PROVENANCE).read_text())
-    assert prov["filters"] == {"focus": True, "max_clips_per_speaker": None, "choice_rows": False, "choice_stated": False}
+    assert prov["filters"] == {"focus": True, "max_clips_per_speaker": None, "choice_rows": False, "choice_stated": False,
+                              "choice_said": False}
 
 
 
@@ -245,9 +246,8 @@ def test_choice_stated_teaches_what_kept_answers_state_unasked(tmp_path: Path, m
     both = label(seed_file(tmp_path, seeds), tmp_path / "stated", cfg.model_copy(update={"choice_stated": True}), models,
                  cache_dir=tmp_path / "cache", backend=hf_backend, show_progress=False)
     before, after = read_rows(tmp_path / "asked"), read_rows(tmp_path / "stated")
-    assert both["generated"] == 0 and [r for r in after if not r["id"].endswith(SUFFIX) and SUFFIX + "-" not in r["id"]] \
-        == [r for r in before if not r["id"].endswith(SUFFIX)]
-    assert [r for r in after if SUFFIX + "-" not in r["id"]] == before  # the asked choice rows as before
+    assert both["generated"] == 0
+    assert [r for r in after if SUFFIX + "-" not in r["id"]] == before  # open and asked choice rows as before
     opened = {r["id"]: r for r in after if SUFFIX not in r["id"]}
     requires = {i.text: i.requires for i in load_pool().instructions}
     stated = [r for r in after if SUFFIX + "-" in r["id"]]
@@ -264,3 +264,32 @@ def test_choice_stated_teaches_what_kept_answers_state_unasked(tmp_path: Path, m
         seen.add((clip, attribute))
     prov = json.loads((tmp_path / "stated" / "shards" / PROVENANCE).read_text())
     assert prov["filters"]["choice_stated"] is True
+
+
+def test_choice_said_asks_every_clip_what_was_said(tmp_path: Path, models: ModelsConfig, hf_backend) -> None:
+    """label.choice_said: every labelled clip with a transcript gets one "what was said" choice row, its
+    corpus transcript among three of other clips that read differently, with no generation; the other rows
+    are unchanged."""
+    from components.text import normalize_transcript
+
+    seeds = [s for s in seed_rows(12) if s["kind"] == "speech"]
+    # one unit: its clips' transcripts are the distractors
+    cfg = label_cfg(instructions_per_clip=1, focus=True, kinds=["gender"], choice_rows=True, shard_rows=64)
+    asked = label(seed_file(tmp_path, seeds), tmp_path / "asked", cfg, models, cache_dir=tmp_path / "cache",
+                  backend=hf_backend, show_progress=False)
+    both = label(seed_file(tmp_path, seeds), tmp_path / "said", cfg.model_copy(update={"choice_said": True}), models,
+                 cache_dir=tmp_path / "cache", backend=hf_backend, show_progress=False)
+    before, after = read_rows(tmp_path / "asked"), read_rows(tmp_path / "said")
+    said = [r for r in after if r["id"].endswith("-said" + SUFFIX)]
+    assert both["generated"] == 0 and [r for r in after if r not in said] == before
+    by_id = {s["id"]: s for s in seeds}
+    assert sorted(r["id"] for r in said) == sorted(f"{s['id']}-said{SUFFIX}" for s in seeds if s.get("transcript"))
+    assert both["choice_rows"] == asked["choice_rows"] + len(said) and len(said) >= 3
+    for r in said:
+        seed = by_id[r["id"].removesuffix("-said" + SUFFIX)]
+        assert r["response"] == seed["transcript"] and r["messages"][1]["audios"][0]["audio"] == seed["audio"]
+        options = r["prompt"].split("Choices: ", 1)[1].rsplit(". Choose", 1)[0]
+        read = {normalize_transcript(t) for t in {s["transcript"] for s in seeds} if t and t in options}
+        assert seed["transcript"] in options and len(read) == 4
+    prov = json.loads((tmp_path / "said" / "shards" / PROVENANCE).read_text())
+    assert prov["filters"]["choice_said"] is True
