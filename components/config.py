@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 PARAMS_ENV = "DESTA_PARAMS"
 PROFILE_ENV = "DESTA_PROFILE"
@@ -120,6 +120,9 @@ class LabelConfig(Section):
     instructions: str | None = None
     # Instruction kinds to draw from (e.g. [describe, gender, speed]); None = every kind in the pool.
     kinds: list[str] | None = None
+    # Kind -> that many more instructions of the kind per clip it fits, after instructions_per_clip:
+    # more draws where the filters keep few answers (e.g. {volume: 2}); the kind must be drawn from.
+    more_draws: dict[str, PositiveInt] = {}
     # Seed rows whose `split` is not listed are skipped (held-out clips never become targets);
     # rows without a `split` field are always labelled.
     splits: list[str] = ["train"]

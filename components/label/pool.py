@@ -89,11 +89,13 @@ def eligible(pool: Pool, row: dict) -> list[Instruction]:
     return out or [i for i in pool.instructions if i.audio == "any"] or list(pool.instructions)
 
 
-def draw(pool: Pool, row: dict, seed: int, k: int) -> list[Instruction]:
-    """k distinct instructions for a clip, a pure function of (clip id, seed, pool).
+def draw(pool: Pool, row: dict, seed: int, k: int, more: dict[str, int] | None = None) -> list[Instruction]:
+    """k distinct instructions for a clip, a pure function of (clip id, seed, pool), then `more[kind]`
+    further ones of each kind that fits the clip and is not drawn yet (`label.more_draws`).
 
     Ranking by a per-(seed, clip, instruction id) hash keeps draws stable when the pool grows:
-    a new instruction only changes the clips for which it ranks first.
+    a new instruction only changes the clips for which it ranks first. The k draws do not depend on
+    `more`: adding more draws keeps every earlier answer (cache hits).
     """
     cands = eligible(pool, row)
 
@@ -102,4 +104,7 @@ def draw(pool: Pool, row: dict, seed: int, k: int) -> list[Instruction]:
 
     ranked = sorted(cands, key=rank)
     # More draws than eligible instructions: cycle, so every row still gets one.
-    return [ranked[j % len(ranked)] for j in range(k)]
+    picked = [ranked[j % len(ranked)] for j in range(k)]
+    for kind, n in sorted((more or {}).items()):
+        picked += [i for i in ranked if i.kind == kind and i not in picked][:n]
+    return picked

@@ -190,6 +190,7 @@ def provenance(job: LabelJob, units: list[Unit]) -> dict[str, Any]:
                     "choice_rows": cfg.choice_rows, "choice_stated": cfg.choice_stated, "choice_said": cfg.choice_said},
         "seed": cfg.seed,
         "instructions_per_clip": cfg.instructions_per_clip,
+        "more_draws": cfg.more_draws,
         "splits": cfg.splits,
         "seeds": {"clips": sum(u.clips for u in units), "sha256": _seeds_digest(units)},
         "shards": shards,

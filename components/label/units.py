@@ -157,8 +157,9 @@ class LabelJob:
     def items(self, unit: Unit) -> list[Item]:
         """The unit's output rows to produce: k instructions drawn per clip (seeded per clip)."""
         k = self.cfg.instructions_per_clip
+        more = self.cfg.more_draws
         return [Item(row_id(seed["id"], j), j, seed, ins)
-                for seed in unit.seeds() for j, ins in enumerate(draw(self.pool, seed, self.cfg.seed, k))]
+                for seed in unit.seeds() for j, ins in enumerate(draw(self.pool, seed, self.cfg.seed, k, more))]
 
     def decoding(self, item: Item, attempt: int) -> dict[str, Any]:
         """Decoding params of one attempt (all of them go into the cache key).
@@ -185,9 +186,11 @@ class LabelJob:
 def prepare_job(out: Path, cfg: LabelConfig, models: ModelsConfig, cache_dir: Path | None = None,
                 backend: Backend | None = None) -> LabelJob:
     """Resolve the generator (digest; warns if not the backbone), the pool and the cache dir."""
+    pool = restrict(load_pool(Path(cfg.instructions) if cfg.instructions else None), cfg.kinds)
+    if unknown := sorted(set(cfg.more_draws) - {i.kind for i in pool.instructions}):
+        raise ValueError(f"label.more_draws: {unknown} not among the kinds drawn from (label.kinds: {cfg.kinds})")
     generator = resolve_generator(models)
     gdir = local_dir(generator.name)
-    pool = restrict(load_pool(Path(cfg.instructions) if cfg.instructions else None), cfg.kinds)
     cache = cache_dir or (Path(cfg.cache_dir) if cfg.cache_dir else out / CACHE_DIR)
     return LabelJob(out, cfg, generator, str(gdir) if gdir else None, pool, cache, backend)
 

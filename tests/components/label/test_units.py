@@ -65,6 +65,27 @@ def test_growing_the_pool_keeps_most_draws(tmp_path: Path) -> None:
     assert changed < 20  # ~1/len(eligible) of clips move to the new instruction; the rest stay cached
 
 
+
+def test_more_draws_add_instructions_of_a_kind_and_keep_the_first_draws() -> None:
+    """label.more_draws: the k draws stay as they were (their answers stay cached), then `n` more of each
+    named kind that fits the clip and is not drawn yet; a clip the kind does not fit gets none."""
+    pool = restrict(load_pool(), ["voice", "gender", "volume", "sound_event"])
+    volume = {i.id for i in pool.instructions if i.kind == "volume"}
+    for r in seed_rows(30):
+        base, more = draw(pool, r, 0, 3), draw(pool, r, 0, 3, {"volume": 2})
+        extra = more[3:]
+        assert more[:3] == base and len({i.id for i in more}) == len(more)
+        if r["kind"] == "sound":
+            assert extra == []
+        else:
+            assert len(extra) == 2 and {i.id for i in extra} <= volume
+    with pytest.raises(ValueError, match="more_draws"):
+        from components.label.units import prepare_job
+        prepare_job(Path("/tmp/unused"), label_cfg(kinds=["gender"], more_draws={"volume": 1}),
+                    ModelsConfig(whisper="unused", llm="unused"))
+    with pytest.raises(Exception):
+        label_cfg(more_draws={"volume": 0})
+
 @pytest.mark.parametrize("text,finish,reason", [
     ("The speaker sounds calm and speaks slowly.", "stop", None),
     ("", "stop", "empty"),
