@@ -78,33 +78,36 @@ def clip_audio_kind(row: dict) -> str:
     return "speech" if row.get("transcript") else "sound"
 
 
-def eligible(pool: Pool, row: dict) -> list[Instruction]:
-    """Instructions that make sense for this clip: right audio kind, required field present."""
+def fitting(pool: Pool, row: dict) -> list[Instruction]:
+    """The instructions that fit this clip: right audio kind, required field present (maybe none)."""
     kind = clip_audio_kind(row)
     desc = row["seed_description"]
-    out = [
-        i for i in pool.instructions
-        if i.audio in ("any", kind) and (i.requires is None or re.search(rf"\b{re.escape(i.requires)}\s*:", desc))
-    ]
-    return out or [i for i in pool.instructions if i.audio == "any"] or list(pool.instructions)
+    return [i for i in pool.instructions
+            if i.audio in ("any", kind) and (i.requires is None or re.search(rf"\b{re.escape(i.requires)}\s*:", desc))]
 
 
-def draw(pool: Pool, row: dict, seed: int, k: int, more: dict[str, int] | None = None) -> list[Instruction]:
-    """k distinct instructions for a clip, a pure function of (clip id, seed, pool), then `more[kind]`
-    further ones of each kind that fits the clip and is not drawn yet (`label.more_draws`).
+def eligible(pool: Pool, row: dict) -> list[Instruction]:
+    """Instructions that make sense for this clip (`fitting`); when none fits, the generic ones, else all."""
+    return fitting(pool, row) or [i for i in pool.instructions if i.audio == "any"] or list(pool.instructions)
+
+
+def _rank(seed: int, row: dict, instruction: Instruction) -> str:
+    return hashlib.sha256(f"{seed}\x00{row['id']}\x00{instruction.id}".encode()).hexdigest()
+
+
+def draw(pool: Pool, row: dict, seed: int, k: int) -> list[Instruction]:
+    """k distinct instructions for a clip, a pure function of (clip id, seed, pool).
 
     Ranking by a per-(seed, clip, instruction id) hash keeps draws stable when the pool grows:
-    a new instruction only changes the clips for which it ranks first. The k draws do not depend on
-    `more`: adding more draws keeps every earlier answer (cache hits).
+    a new instruction only changes the clips for which it ranks first.
     """
-    cands = eligible(pool, row)
-
-    def rank(i: Instruction) -> str:
-        return hashlib.sha256(f"{seed}\x00{row['id']}\x00{i.id}".encode()).hexdigest()
-
-    ranked = sorted(cands, key=rank)
+    ranked = sorted(eligible(pool, row), key=lambda i: _rank(seed, row, i))
     # More draws than eligible instructions: cycle, so every row still gets one.
-    picked = [ranked[j % len(ranked)] for j in range(k)]
-    for kind, n in sorted((more or {}).items()):
-        picked += [i for i in ranked if i.kind == kind and i not in picked][:n]
-    return picked
+    return [ranked[j % len(ranked)] for j in range(k)]
+
+
+def draw_more(pool: Pool, row: dict, seed: int, more: dict[str, int], drawn: list[Instruction]) -> list[Instruction]:
+    """`label.more_draws`: `more[kind]` further instructions of each kind that fits the clip, not in `drawn`,
+    ranked as `draw` ranks them. `drawn` never changes, so its answers stay cached."""
+    ranked = sorted(fitting(pool, row), key=lambda i: _rank(seed, row, i))
+    return [i for kind, n in sorted(more.items()) for i in [i for i in ranked if i.kind == kind and i not in drawn][:n]]

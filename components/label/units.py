@@ -13,7 +13,7 @@ import socket
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from components.label import template
 from components.label.backends import Backend, Request, expected_engine, make_backend
 from components.label.cache import cache_key
 from components.label.generator import Generator, resolve_generator
-from components.label.pool import Instruction, Pool, draw, load_pool, restrict
+from components.label.pool import Instruction, Pool, draw, draw_more, load_pool, restrict
 from components.label.rows import REQUIRED_SEED_KEYS, row_id
 from components.modeldir import local_dir
 from components.records import DamagedFile, rewrite, seed_files
@@ -50,7 +50,7 @@ class Unit:
     name: str
     lines: tuple[tuple[str, bytes], ...]
     clips: int
-    size: int  # items: clips x instructions_per_clip
+    size: int  # items: clips x instructions_per_clip (+ label.more_draws where they fit)
 
     def seeds(self) -> Iterator[dict[str, Any]]:
         """The unit's seed rows (SEED_FIELDS only), in input order."""
@@ -106,9 +106,9 @@ class LabelJob:
     """What every unit needs; picklable (the backend is loaded lazily in each worker)."""
 
     def __init__(self, out: Path, cfg: LabelConfig, generator: Generator, generator_dir: str | None,
-                 pool: Pool, cache_dir: Path, backend: Backend | None = None) -> None:
+                 pool: Pool, cache_dir: Path, backend: Backend | None = None, more_pool: Pool | None = None) -> None:
         self.out, self.cfg, self.generator, self.generator_dir = out, cfg, generator, generator_dir
-        self.pool, self.cache_dir = pool, cache_dir
+        self.pool, self.more_pool, self.cache_dir = pool, more_pool, cache_dir  # more_pool: label.more_draws' kinds
         self._backend = backend
         self._owns_backend = backend is None
         self._lock = threading.Lock()  # units on a thread runner share one backend
@@ -157,9 +157,13 @@ class LabelJob:
     def items(self, unit: Unit) -> list[Item]:
         """The unit's output rows to produce: k instructions drawn per clip (seeded per clip)."""
         k = self.cfg.instructions_per_clip
-        more = self.cfg.more_draws
-        return [Item(row_id(seed["id"], j), j, seed, ins)
-                for seed in unit.seeds() for j, ins in enumerate(draw(self.pool, seed, self.cfg.seed, k, more))]
+        items = []
+        for seed in unit.seeds():
+            drawn = draw(self.pool, seed, self.cfg.seed, k)
+            if self.more_pool is not None:
+                drawn += draw_more(self.more_pool, seed, self.cfg.seed, self.cfg.more_draws, drawn)
+            items += [Item(row_id(seed["id"], j), j, seed, ins) for j, ins in enumerate(drawn)]
+        return items
 
     def decoding(self, item: Item, attempt: int) -> dict[str, Any]:
         """Decoding params of one attempt (all of them go into the cache key).
@@ -186,13 +190,15 @@ class LabelJob:
 def prepare_job(out: Path, cfg: LabelConfig, models: ModelsConfig, cache_dir: Path | None = None,
                 backend: Backend | None = None) -> LabelJob:
     """Resolve the generator (digest; warns if not the backbone), the pool and the cache dir."""
-    pool = restrict(load_pool(Path(cfg.instructions) if cfg.instructions else None), cfg.kinds)
-    if unknown := sorted(set(cfg.more_draws) - {i.kind for i in pool.instructions}):
-        raise ValueError(f"label.more_draws: {unknown} not among the kinds drawn from (label.kinds: {cfg.kinds})")
+    full = load_pool(Path(cfg.instructions) if cfg.instructions else None)
+    if unknown := sorted(set(cfg.more_draws) - {i.kind for i in full.instructions}):
+        raise ValueError(f"label.more_draws: {unknown} not in the pool {full.path}")
+    pool = restrict(full, cfg.kinds)
+    more_pool = restrict(full, list(cfg.more_draws)) if cfg.more_draws else None
     generator = resolve_generator(models)
     gdir = local_dir(generator.name)
     cache = cache_dir or (Path(cfg.cache_dir) if cfg.cache_dir else out / CACHE_DIR)
-    return LabelJob(out, cfg, generator, str(gdir) if gdir else None, pool, cache, backend)
+    return LabelJob(out, cfg, generator, str(gdir) if gdir else None, pool, cache, backend, more_pool)
 
 
 def select_seeds(seeds: Iterable[dict[str, Any]], cfg: LabelConfig) -> tuple[array, dict[str, int]]:
@@ -248,13 +254,14 @@ def _read_seeds(seeds: Path, offsets: list[tuple[str, array]]) -> Iterator[dict[
 
 def plan_units(seeds: Path, job: LabelJob) -> list[Unit]:
     """The seed rows of `seeds` (a seeds dir or a JSONL file) chosen by `select_seeds`, in input order, cut
-    into units of about `shard_rows` rows (k instructions per clip). Read once, streaming."""
+    into units of about `shard_rows` rows (k instructions per clip, and `more_draws`). Read once, streaming
+    (with `more_draws`, each unit's rows once more to count its items)."""
     k = job.cfg.instructions_per_clip
     offsets: list[tuple[str, array]] = []
     kept, job.skipped = select_seeds(_read_seeds(seeds, offsets), job.cfg)
     if not kept and not sum(job.skipped.values()):
         raise ValueError(f"no seed rows in {seeds}: run `desta seeds` first")
-    per_unit = max(1, job.cfg.shard_rows // k)
+    per_unit = max(1, job.cfg.shard_rows // (k + sum(job.cfg.more_draws.values())))
     units, lines, clips, file, base = [], [], 0, 0, 0  # base: the position of the first row of `file`
 
     def cut(picked: array) -> None:
@@ -275,6 +282,8 @@ def plan_units(seeds: Path, job: LabelJob) -> list[Unit]:
     cut(picked)
     if clips:
         units.append(Unit(f"label-{len(units):06d}", tuple(lines), clips, clips * k))
+    if job.more_pool is not None:  # more draws only where their kind fits a clip: count them
+        units = [replace(u, size=len(job.items(u))) for u in units]
     return units
 
 

@@ -66,23 +66,32 @@ def test_growing_the_pool_keeps_most_draws(tmp_path: Path) -> None:
 
 
 
-def test_more_draws_add_instructions_of_a_kind_and_keep_the_first_draws() -> None:
-    """label.more_draws: the k draws stay as they were (their answers stay cached), then `n` more of each
-    named kind that fits the clip and is not drawn yet; a clip the kind does not fit gets none."""
-    pool = restrict(load_pool(), ["voice", "gender", "volume", "sound_event"])
-    volume = {i.id for i in pool.instructions if i.kind == "volume"}
-    for r in seed_rows(30):
-        base, more = draw(pool, r, 0, 3), draw(pool, r, 0, 3, {"volume": 2})
-        extra = more[3:]
-        assert more[:3] == base and len({i.id for i in more}) == len(more)
-        if r["kind"] == "sound":
-            assert extra == []
-        else:
-            assert len(extra) == 2 and {i.id for i in extra} <= volume
+@pytest.mark.filterwarnings("ignore:no local copy of generator")  # no generator is loaded here
+def test_more_draws_add_instructions_of_a_kind_and_keep_the_first_draws(tmp_path: Path) -> None:
+    """label.more_draws: a clip's k draws stay as they were (their answers stay cached), then `n` more of each
+    named kind that fits the clip and is not drawn yet, from the whole pool (the kind need not be in
+    label.kinds); a clip the kind does not fit gets none; an unknown kind or n < 1 is an error."""
+    from components.label.units import plan_units, prepare_job
+
+    models = ModelsConfig(whisper="unused", llm="unused")
+    seeds = seed_rows(30)
+    path = write_jsonl(tmp_path / "seeds.jsonl", seeds)
+    cfg = label_cfg(kinds=["voice", "gender"], instructions_per_clip=3, shard_rows=1000)
+    base = prepare_job(tmp_path, cfg, models)
+    more = prepare_job(tmp_path, cfg.model_copy(update={"more_draws": {"volume": 2}}), models)
+    (unit,), (unit_more,) = plan_units(path, base), plan_units(path, more)
+    before, after = base.items(unit), more.items(unit_more)
+    assert (unit.size, unit_more.size) == (len(before), len(after))  # the progress total
+    volume = {i.id for i in load_pool().instructions if i.kind == "volume"}
+    extra = [it for it in after if it not in before]
+    assert before == [it for it in after if it.index < 3] and len(after) == len(before) + len(extra)
+    speech = [s for s in seeds if s["kind"] == "speech"]
+    assert len(extra) == 2 * len(speech) and {it.instruction.id for it in extra} <= volume
+    for s in speech:
+        mine = [it for it in after if it.seed["id"] == s["id"]]
+        assert [it.index for it in mine] == [0, 1, 2, 3, 4] and len({it.instruction.id for it in mine}) == 5
     with pytest.raises(ValueError, match="more_draws"):
-        from components.label.units import prepare_job
-        prepare_job(Path("/tmp/unused"), label_cfg(kinds=["gender"], more_draws={"volume": 1}),
-                    ModelsConfig(whisper="unused", llm="unused"))
+        prepare_job(tmp_path, label_cfg(more_draws={"loudness": 1}), models)
     with pytest.raises(Exception):
         label_cfg(more_draws={"volume": 0})
 
