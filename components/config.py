@@ -121,7 +121,7 @@ class LabelConfig(Section):
     # Instruction kinds to draw from (e.g. [describe, gender, speed]); None = every kind in the pool.
     kinds: list[str] | None = None
     # Kind -> that many more instructions of the kind per clip it fits, after instructions_per_clip:
-    # more draws where the filters keep few answers (e.g. {volume: 2}); the kind must be drawn from.
+    # more draws where the filters keep few answers (e.g. {volume: 2}); any kind of the pool.
     more_draws: dict[str, PositiveInt] = {}
     # Seed rows whose `split` is not listed are skipped (held-out clips never become targets);
     # rows without a `split` field are always labelled.

@@ -60,7 +60,7 @@ def _rng(seed: dict[str, Any], index: int | str) -> random.Random:
     return random.Random(hashlib.sha256(f"{seed['id']}\x00{index}\x00choice".encode()).hexdigest())
 
 
-def _row(seed: dict[str, Any], index: int, question: str, choices: list[str], answer: str) -> dict[str, Any]:
+def _row(seed: dict[str, Any], index: int | str, question: str, choices: list[str], answer: str) -> dict[str, Any]:
     row = aqa_row(seed, index, mcq_prompt({"question": question, "choices": choices}), answer)
     row["id"] += SUFFIX
     return row
@@ -86,10 +86,7 @@ def said_row(seed: dict[str, Any], index: int, response: str, transcripts: Itera
 def said_choice(seed: dict[str, Any], transcripts: Iterable[str]) -> dict[str, Any] | None:
     """`label.choice_said`: a clip's "what was said" choice row, no answer needed (its response is the
     corpus's transcript, not the labeller's words); id `<clip>-said-choice`."""
-    row = _said(seed, "said", transcripts)
-    if row is not None:
-        row["id"] = f"{seed['id']}-said{SUFFIX}"
-    return row
+    return _said(seed, "said", transcripts)
 
 
 def _said(seed: dict[str, Any], index: int | str, transcripts: Iterable[str]) -> dict[str, Any] | None:
@@ -106,7 +103,7 @@ def _said(seed: dict[str, Any], index: int | str, transcripts: Iterable[str]) ->
     rng = _rng(seed, index)
     choices = rng.sample(others, SAID_DISTRACTORS) + [text]
     rng.shuffle(choices)
-    return _row(seed, 0 if isinstance(index, str) else index, rng.choice(SAID_QUESTIONS), choices, text)
+    return _row(seed, index, rng.choice(SAID_QUESTIONS), choices, text)
 
 
 def choice_row(seed: dict[str, Any], index: int, attribute: str | None, response: str) -> dict[str, Any] | None:

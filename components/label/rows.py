@@ -12,12 +12,12 @@ ROW_SYSTEM = "Focus on the audio clips and instructions."
 AUDIO_TOKEN = "<|AUDIO|>"
 
 
-def row_id(clip_id: str, index: int) -> str:
-    """Unique, deterministic per (clip, instruction index)."""
+def row_id(clip_id: str, index: int | str) -> str:
+    """Unique, deterministic per (clip, instruction index); a row drawn from no instruction names itself."""
     return f"{clip_id}-{index}"
 
 
-def aqa_row(seed: dict[str, Any], index: int, prompt: str, response: str) -> dict[str, Any]:
+def aqa_row(seed: dict[str, Any], index: int | str, prompt: str, response: str) -> dict[str, Any]:
     """One DeSTA-AQA5M row; `audio` stays relative to the data root."""
     return {
         "id": row_id(seed["id"], index),
