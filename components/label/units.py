@@ -155,7 +155,8 @@ class LabelJob:
             self._backend = None
 
     def items(self, unit: Unit) -> list[Item]:
-        """The unit's output rows to produce: k instructions drawn per clip (seeded per clip)."""
+        """The unit's output rows to produce: k instructions drawn per clip (seeded per clip), then the clip's
+        `label.more_draws` ones (indices k, k+1, ...)."""
         k = self.cfg.instructions_per_clip
         items = []
         for seed in unit.seeds():
