@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from components.label.choices import (
+    said_choice,
     CHOICES,
     QUESTIONS,
     SUFFIX,
@@ -94,3 +95,20 @@ def test_music_choice_rows_offer_four_families_or_the_register_and_tempo_words()
     assert choice_row(seed, 0, "Tempo", "The tempo is fast.")["response"] == "Fast"
     assert choice_row(seed, 0, "Pitch register", "The notes are low.") is None  # not the seed's value
     assert choice_row(seed, 0, "Instrument", "A piano plays.") is None
+
+
+def test_said_choice_needs_no_answer_and_never_offers_the_words_twice() -> None:
+    """label.choice_said: the clip's transcript among three others that read differently from it and from
+    each other (case and punctuation aside); too few such others, or no transcript, gives no row."""
+    from components.text import normalize_transcript
+
+    others = ["Hello there.", "HELLO THERE", "Turn left at the light.", "turn left at the light",
+              "The soup needs salt.", "We moved to the coast.", ""]
+    row = said_choice(_seed(3), others)
+    assert row is not None and tuple(row) == ROW_KEYS and row["id"] == "clip3-said" + SUFFIX
+    assert row["response"] == "hello there"
+    options = row["prompt"].split(" Choices: ")[1].removesuffix(" " + MCQ_SUFFIX).removesuffix(".").split(", ")
+    read = [normalize_transcript(o) for o in options]
+    assert len(options) == 4 and len(set(read)) == 4 and read.count("hello there") == 1
+    assert said_choice(_seed(3), others[:4]) is None  # one other sentence, spelt twice
+    assert said_choice({**_seed(3), "transcript": None}, others) is None
