@@ -4,7 +4,7 @@ transcripts) and `desta evaluate`. Units: fractions (jiwer's convention, can exc
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import jiwer
 
@@ -27,6 +27,15 @@ def normalize_transcript(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).casefold()
     text = "".join("" if c in _APOSTROPHES else c for c in text)
     return " ".join(strip_punctuation(text, " ").split())
+
+
+def distinct_readings(texts: Iterable[str]) -> dict[str, str]:
+    """One spelling (the first in sorted order) per way the non-empty `texts` read, keyed by
+    `normalize_transcript`: "Rear Center." and "Rear center." are one sentence."""
+    out: dict[str, str] = {}
+    for t in sorted({t for t in texts if t}):
+        out.setdefault(normalize_transcript(t), t)
+    return out
 
 
 def _normalised_pairs(refs: Sequence[str], hyps: Sequence[str]) -> tuple[list[str], list[str]]:

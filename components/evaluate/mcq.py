@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from components.text import normalize_transcript
+from components.text import distinct_readings, normalize_transcript
 from components.vocab import CATEGORY, INSTRUMENT, MUSIC_QUESTIONS, QUESTIONS, SAID
 
 
@@ -41,10 +41,7 @@ def build_mcq(seeds: Iterable[dict[str, Any]], n_distractors: int = 3) -> list[d
     test = [r for r in seeds if r.get("split") == "test"]
     # One option per way a sentence reads: "Rear Center." and "Rear center." are one answer, never each
     # other's distractor (case and punctuation aside, as WER reads them).
-    spoken: dict[str, str] = {}
-    for t in sorted({r["transcript"] for r in test if r["kind"] == "speech" and r.get("transcript")}):
-        spoken.setdefault(normalize_transcript(t), t)
-    transcripts = sorted(spoken.values())
+    transcripts = sorted(distinct_readings(r.get("transcript") for r in test if r["kind"] == "speech").values())
     position = {normalize_transcript(t): i for i, t in enumerate(transcripts)}
     categories = sorted({r["attributes"]["Audio category"]["value"] for r in test if r["kind"] == "sound"
                          and r["attributes"]["Audio category"]["value"] != "unknown"})

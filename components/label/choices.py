@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 from components.label.attributes import SAID_KIND, domain, mentions, says, seed_value
 from components.label.rows import aqa_row
-from components.text import normalize_transcript
+from components.text import distinct_readings, normalize_transcript
 from components.vocab import INSTRUMENT_FAMILIES, MUSIC_QUESTIONS, mcq_prompt
 from components.vocab import QUESTIONS as EVAL_QUESTIONS
 
@@ -93,9 +93,7 @@ def _said(seed: dict[str, Any], index: int | str, transcripts: Iterable[str]) ->
     """The seed's transcript among SAID_DISTRACTORS others that read differently (case and punctuation
     aside: "Rear Center." is no distractor of "Rear center."); None without a transcript or enough others."""
     text = seed.get("transcript") or ""
-    spoken: dict[str, str] = {}
-    for t in sorted(t for t in transcripts if t):
-        spoken.setdefault(normalize_transcript(t), t)
+    spoken = distinct_readings(transcripts)
     spoken.pop(normalize_transcript(text), None)
     others = sorted(spoken.values())
     if not text or len(others) < SAID_DISTRACTORS:
