@@ -102,6 +102,9 @@ class SeedsConfig(Section):
     # Speech clips for the learnability probe (report.json `learnability`; components/seeds/learnability.py):
     # up to a third held out. 0 = no probe. Each clip runs the encoder once (cached for training).
     probe_clips: int = Field(0, ge=0)
+    # The text a training row gives the model beside a clip's audio (seed rows' `model_text`): the corpus's
+    # transcript, or Whisper's of every clip, as evaluation and serving give it (docs/seeds.md).
+    model_text: Literal["corpus", "whisper"] = "corpus"
 
     @field_validator("pitch_hz_edges", "volume_dbfs_edges", "speed_sps_edges")
     @classmethod

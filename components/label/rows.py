@@ -30,7 +30,7 @@ def aqa_row(seed: dict[str, Any], index: int | str, prompt: str, response: str) 
             {
                 "role": "user",
                 "content": f"{AUDIO_TOKEN}\n{prompt}",
-                "audios": [{"audio": seed["audio"], "text": seed.get("transcript") or None}],
+                "audios": [{"audio": seed["audio"], "text": seed.get("model_text", seed.get("transcript")) or None}],
             },
         ],
     }

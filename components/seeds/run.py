@@ -115,10 +115,11 @@ def _signal(row: dict[str, Any], heard: Heard, whisper_text: str | None) -> dict
 
 
 def _seed_row(
-    row: dict[str, Any], heard: Heard, whisper_text: str | None, edges: dict[str, list[float]]
+    row: dict[str, Any], heard: Heard, whisper_text: str | None, edges: dict[str, list[float]], model_text: str
 ) -> dict[str, Any]:
     """The seed row of one manifest row (without its split): metadata first, else measured, else Whisper;
-    the measurable attributes always from the signal (components/seeds/attributes.py)."""
+    the measurable attributes always from the signal (components/seeds/attributes.py). `model_text` (the
+    `seeds.model_text` setting) picks the text its training rows give the model beside the audio."""
     m, meta = heard.measured, row["metadata"]
     given = meta.get("transcript")
     kind = "speech" if heard.signal is not None else "music" if meta.get("kind") == "music" else "sound"
@@ -142,6 +143,7 @@ def _seed_row(
         "speaker": meta.get("speaker"),
         "transcript_source": ("metadata" if given else "whisper") if kind == "speech" else None,
         "whisper_transcript": whisper_text,
+        "model_text": (whisper_text if model_text == "whisper" else transcript) or None,
         "attributes": attrs,
         "measured": {"pitch_hz": m.pitch_hz, "loudness_db": m.loudness_db, "voiced_seconds": m.voiced_seconds,
                      "duration": m.duration},
@@ -190,7 +192,8 @@ def build_seeds(
         raise ValueError(f"no clips in {manifest}: run `desta ingest` first")
     heard: list[Heard] = []
     # Whisper hears clips without a given transcript, and a sample of the others for the WER report (the
-    # first `report_clips_per_dataset` by content id per dataset, so the sample is stable).
+    # first `report_clips_per_dataset` by content id per dataset, so the sample is stable); every clip
+    # with `model_text: whisper`.
     need: list[int] = []
     given: dict[str, list[tuple[str, int]]] = {}
     k = cfg.report_clips_per_dataset
@@ -207,8 +210,10 @@ def build_seeds(
                     del sample[k:]
             elif row["metadata"].get("kind") not in ("sound", "music"):
                 need.append(i)
+            if cfg.model_text == "whisper":
+                need.append(i)  # every clip: the model reads Whisper's text beside each in training too
             advance(1)
-    need = sorted(need + [i for sample in given.values() for _, i in sorted(sample)[:k]])
+    need = sorted(set(need + [i for sample in given.values() for _, i in sorted(sample)[:k]]))
     job = WhisperJob(cfg.engine, _local(whisper_dir), cfg.whisper_batch_size, str(Path(data_root).absolute()))
     chunks = whisper_chunks([heard[i].samples for i in need], cfg.whisper_batch_size)
     with progress_bar("seeds: whisper", total=len(need), enabled=show_progress, unit="clips") as advance:
@@ -235,7 +240,7 @@ def build_seeds(
     edges = fitter.edges(fixed_edges(cfg))
 
     def seed_rows() -> Iterator[dict[str, Any]]:
-        return (_seed_row(row, h, text, edges) for row, h, text in first_pass())
+        return (_seed_row(row, h, text, edges, cfg.model_text) for row, h, text in first_pass())
 
     splits = assign_splits(seed_rows(), test_fraction, cfg.split_seed)
     report, picker = Report(edges), ClipPicker(probe.clips if probe else 0)

@@ -15,6 +15,7 @@ from components.evaluate.scorers import wer
 from components.ingest.decode import Limits
 from components.ingest.directory import prepare_directory
 from components.ingest.run import ingest
+from components.label.rows import aqa_row
 from components.audio import read_audio_ref
 from components.records import read_seeds
 from components.seeds.run import build_seeds
@@ -99,6 +100,30 @@ def test_report_measures_whisper_on_known_transcripts(seeded: tuple[Path, dict])
     assert agree["Volume"] == {"agree": float(espeak["Volume"]["value"] == "Medium"), "n": 1}
     assert all(r["attributes"]["Pitch"]["source"] == "signal" for r in rows if r["kind"] == "speech")
     assert json.loads((root / "seeds" / "report.json").read_text()) == report
+
+
+def test_model_text_whisper_puts_whispers_words_beside_every_clip(seeded: tuple[Path, dict],
+                                                                  embedded_models: dict[str, Path]) -> None:
+    """`seeds.model_text: whisper`: Whisper hears every clip (the sound too, and the known transcripts with
+    no WER sample asked for), and the text a training row gives the model beside the audio is Whisper's, as
+    evaluation gives it; by default it is the corpus's transcript. Nothing else in the seed rows changes."""
+    root, _ = seeded
+    build_seeds(root / "ingest", root, root / "seeds-whisper", embedded_models["whisper-tiny.en"],
+                SeedsConfig(whisper_batch_size=4, report_clips_per_dataset=0, model_text="whisper"), show_progress=False)
+    default = {r["id"]: r for r in read_seeds(root / "seeds")}
+    heard = {r["id"]: r for r in read_seeds(root / "seeds-whisper")}
+    assert heard.keys() == default.keys()
+    for key, r in heard.items():
+        d = default[key]
+        assert r["whisper_transcript"] is not None and r["model_text"] == (r["whisper_transcript"] or None)
+        assert d["model_text"] == d["transcript"]
+        if d["whisper_transcript"] is not None:  # the default's WER sample: the same words
+            assert r["whisper_transcript"] == d["whisper_transcript"]
+        assert {f: v for f, v in r.items() if f not in ("model_text", "whisper_transcript")} == \
+            {f: v for f, v in d.items() if f not in ("model_text", "whisper_transcript")}
+        text = aqa_row(r, 0, "What is said?", "Words.")["messages"][1]["audios"][0]["text"]
+        assert text == r["model_text"] and aqa_row(d, 0, "?", ".")["messages"][1]["audios"][0]["text"] == d["transcript"]
+    assert any(d["whisper_transcript"] is None for d in default.values())  # the sound: heard only for model_text
 
 
 def test_cli_without_ingest_output_is_a_clear_error(tmp_path: Path, repo: Path) -> None:
