@@ -49,6 +49,11 @@ _MENTIONS: dict[str, list[re.Pattern[str]]] = {
     "Speaking speed": _patterns(_SPEED, r"(?:speaking\s+|talking\s+)?(?:speed|pace|rate|tempo)")
     + [re.compile(rf"\b(?:speaks?|speaking|talks?|talking|says?|reads?|delivered|spoken)\s+{_SPEED_ADV}\b", re.I)],
 }
+# "Loud" and "quiet" name a side of the volume scale, not one of its five levels: the labeller says "speaks
+# loudly" far more often than "a high volume" (docs/label.md). A side states the levels on it and
+# contradicts the others ("loudly" of a Medium clip is wrong). "Out loud" is about reading, not volume.
+SIDES = {"Volume": {"Loud": ("High", "Very high"), "Quiet": ("Low", "Very low")}}
+_MENTIONS["Volume"] += [re.compile(r"\b(?<!out\s)(?P<v>loud(?:ly|er)?|quiet(?:ly|er)?|soft(?:ly|er)?)\b", re.I)]
 _MENTIONS |= {
     "Pitch register": _patterns(r"(?P<v>low|middle|mid|medium|high)", r"register|range|pitch(?:ed)?|notes?|octaves?|tones?|melody|tune"),
     "Tempo": _patterns(r"(?P<v>slow|moderate|medium|fast|quick|brisk|rapid|lively)", r"tempo|pace|beat|rhythm|speed|melody|music|tune|song|piece")
@@ -66,7 +71,8 @@ FAMILY_WORDS = {
     "Reed": re.compile(r"\b(?:saxophones?|sax|clarinets?|oboes?|bassoons?|reeds?)\b", re.I),
     "Flute": re.compile(r"\b(?:flutes?|piccolos?|recorders?|(?:pan\s?)?pipes?(?!\s+organ)|whistles?|ocarinas?)\b", re.I),
 }
-_CANON = {"quick": "fast", "rapid": "fast", "slowly": "slow", "quickly": "fast", "rapidly": "fast", "middle": "medium",
+_CANON = {"loudly": "loud", "louder": "loud", "quietly": "quiet", "quieter": "quiet", "soft": "quiet", "softly": "quiet",
+          "softer": "quiet", "quick": "fast", "rapid": "fast", "slowly": "slow", "quickly": "fast", "rapidly": "fast", "middle": "medium",
           "mid": "medium", "moderate": "medium", "brisk": "fast", "briskly": "fast", "lively": "fast"}
 # A sentence end: . ! or ? (optionally closed by a quote or bracket) before whitespace or the end.
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
@@ -112,8 +118,19 @@ def _seed_values(seed_description: str) -> dict[str, str]:
     return {a: v for a in FOCUS_ATTRIBUTES if (v := seed_value(seed_description, a)) is not None}
 
 
+def reading(attribute: str, value: str) -> set[str]:
+    """What an answer may say to state `value` of `attribute`: the value, or the side of the scale it lies
+    on ("Loud" states a Very high volume)."""
+    return {value} | {side for side, levels in SIDES.get(attribute, {}).items() if value in levels}
+
+
+def states(said: set[str] | None, attribute: str, value: str) -> bool:
+    """True when the values `said` of an attribute (a `mentions` entry) state `value` and nothing else."""
+    return bool(said) and said <= reading(attribute, value)
+
+
 def _agrees(said: dict[str, set[str]], seed: dict[str, str]) -> bool:
-    return all(values == {seed[a]} for a, values in said.items() if a in seed)
+    return all(states(values, a, seed[a]) for a, values in said.items() if a in seed)
 
 
 def stated_values(response: str, seed_description: str) -> list[str]:
@@ -121,7 +138,7 @@ def stated_values(response: str, seed_description: str) -> list[str]:
     what a kept row teaches."""
     seed = _seed_values(seed_description)
     said = mentions(response, domain(seed))
-    return [f"{a}={v}" for a, v in seed.items() if said.get(a) == {v}]
+    return [f"{a}={v}" for a, v in seed.items() if states(said.get(a), a, v)]
 
 
 def contradicts(sentence: str, seed_description: str) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 
 from collections.abc import Iterable
 
-from components.label.attributes import SAID_KIND, domain, mentions, says, seed_value
+from components.label.attributes import SAID_KIND, domain, mentions, says, seed_value, states
 from components.label.rows import aqa_row
 from components.text import distinct_readings, normalize_transcript
 from components.vocab import INSTRUMENT_FAMILIES, MUSIC_QUESTIONS, mcq_prompt
@@ -48,12 +48,6 @@ SAID_QUESTIONS = ("Which sentence does the speaker say?", "Which of these words 
                   "What is said in the recording?")
 SAID_DISTRACTORS = 3  # as the evaluation's questions: four options
 SUFFIX = "-choice"
-
-
-def stated_option(response: str, attribute: str) -> str | None:
-    """The one option of `attribute` the answer states, or None (not stated, or more than one)."""
-    said = mentions(response, domain([attribute])).get(attribute, set())
-    return next(iter(said)) if len(said) == 1 and next(iter(said)) in CHOICES.get(attribute, ()) else None
 
 
 def _rng(seed: dict[str, Any], index: int | str) -> random.Random:
@@ -105,10 +99,12 @@ def _said(seed: dict[str, Any], index: int | str, transcripts: Iterable[str]) ->
 
 
 def choice_row(seed: dict[str, Any], index: int, attribute: str | None, response: str) -> dict[str, Any] | None:
-    """The choice-format copy of a kept row about `attribute`, or None when the answer states no single
-    option or one that is not the seed's."""
-    option = stated_option(response, attribute) if attribute in CHOICES else None
-    if option is None or option != seed_value(seed["seed_description"], attribute):
+    """The choice-format copy of a kept row about `attribute`, or None when the answer does not state the
+    seed's option and only it. Its answer is the seed's option: "speaks loudly" of a High clip states
+    High's side of the scale (attributes.SIDES), and the row teaches High."""
+    option = seed_value(seed["seed_description"], attribute) if attribute in CHOICES else None
+    said = mentions(response, domain([attribute])).get(attribute) if option in CHOICES.get(attribute, ()) else None
+    if option is None or not states(said, attribute, option):
         return None
     rng = _rng(seed, index)
     choices = list(CHOICES[attribute])

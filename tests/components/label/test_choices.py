@@ -15,8 +15,8 @@ from components.label.choices import (
     choice_copy,
     choice_row,
     said_row,
-    stated_option,
 )
+from components.label.attributes import contradicts, focus, mentions, stated_values
 from components.label.rows import ROW_KEYS
 from components.vocab import MCQ_SUFFIX
 
@@ -26,19 +26,41 @@ def _seed(i: int) -> dict:
             "seed_description": "(Gender: Female, Pitch: High, Speaking speed: Slow)", "kind": "speech"}
 
 
-@pytest.mark.parametrize(("response", "attribute", "option"), [
-    ("The speaker is a woman.", "Gender", "Female"),
-    ("He sounds calm.", "Gender", "Male"),
-    ("The voice has a very high pitch.", "Pitch", "Very high"),
-    ("She speaks slowly.", "Speaking speed", "Slow"),
-    ("The volume is low.", "Volume", "Low"),
-    ("The man and the woman talk.", "Gender", None),  # both genders: no single option
-    ("A high pitch, then a low pitch.", "Pitch", None),
-    ("It is a calm recording.", "Gender", None),  # not stated
-    ("The speaker is a woman.", "Emotion", None),  # no option list for this attribute
+@pytest.mark.parametrize(("response", "attribute", "seed", "option"), [
+    ("The speaker is a woman.", "Gender", "Female", "Female"),
+    ("He sounds calm.", "Gender", "Male", "Male"),
+    ("The voice has a very high pitch.", "Pitch", "Very high", "Very high"),
+    ("She speaks slowly.", "Speaking speed", "Slow", "Slow"),
+    ("The volume is low.", "Volume", "Low", "Low"),
+    ("The man and the woman talk.", "Gender", "Male", None),  # both genders: no single option
+    ("A high pitch, then a low pitch.", "Pitch", "High", None),
+    ("It is a calm recording.", "Gender", "Female", None),  # not stated
+    ("The volume is low.", "Volume", "Very low", None),  # another level than the seed's
+    # "loud"/"quiet" state a side of the scale: the row teaches the seed's level on that side
+    ("She speaks loudly and clearly.", "Volume", "High", "High"),
+    ("A loud voice.", "Volume", "Very high", "Very high"),
+    ("He talks quietly.", "Volume", "Very low", "Very low"),
+    ("A soft, quiet voice.", "Volume", "Low", "Low"),
+    ("She speaks loudly.", "Volume", "Medium", None),  # wrong side
+    ("She speaks loudly.", "Volume", "Low", None),
+    ("He reads the words out loud.", "Volume", "High", None),  # reading aloud says nothing of the volume
+    ("A loud voice at a low volume.", "Volume", "High", None),  # a level that is not the seed's
 ])
-def test_stated_option(response: str, attribute: str, option: str | None) -> None:
-    assert stated_option(response, attribute) == option
+def test_choice_row_answers_the_seeds_option_when_the_answer_states_it(response: str, attribute: str, seed: str,
+                                                                      option: str | None) -> None:
+    clip = _seed(1) | {"seed_description": f"({attribute}: {seed}, Duration: 3s)"}
+    row = choice_row(clip, 0, attribute, response)
+    assert (row and row["response"]) == option
+
+
+def test_the_sides_of_the_volume_scale_agree_with_their_levels_only() -> None:
+    assert mentions("She speaks loudly, he quietly.")["Volume"] == {"Loud", "Quiet"}
+    assert mentions("The loudness is high.")["Volume"] == {"High"}  # no side read in "loudness"
+    seed = "(Gender: Female, Volume: Very high, Duration: 3s)"
+    assert stated_values("A woman speaks loudly.", seed) == ["Gender=Female", "Volume=Very high"]
+    assert contradicts("She speaks quietly.", seed) and contradicts("She is loud.", "(Volume: Medium)")
+    assert focus("She speaks loudly. It is a nice day.", seed, "Volume") == ("She speaks loudly.", None)
+    assert focus("She speaks softly.", seed, "Volume") == (None, "unfocused")
 
 
 def test_choice_row_is_an_aqa_row_with_the_stated_option() -> None:
@@ -84,7 +106,7 @@ def test_said_row_puts_the_transcript_among_other_clips_transcripts() -> None:
 def test_music_choice_rows_offer_four_families_or_the_register_and_tempo_words() -> None:
     seed = {"id": "m1", "dataset": "music", "audio": "a/m1.flac", "transcript": None, "kind": "music",
             "seed_description": "[00:00-00:04] (Instrument: Brass, Pitch register: High, Tempo: Fast, Duration: 4.0)"}
-    assert stated_option("A trumpet plays.", "Instrument") == "Brass"
+    assert mentions("A trumpet plays.", ("Instrument",)) == {"Instrument": {"Brass"}}
     options = Counter()
     for i in range(50):
         row = choice_row(seed, i, "Instrument", "A trumpet plays the melody.")
