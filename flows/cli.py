@@ -161,12 +161,12 @@ def spread(
     except (TrainError, ValueError, FileNotFoundError) as err:
         fail(str(err))
     console.print(f"[green]spread[/] {len(seeds)} training seeds in {time.perf_counter() - t0:.0f} s -> {out / SPREAD}")
-    console.print("  attribute         forced choice mean ± std (min-max)   string match   | prior  chance  n")
+    console.print("  attribute         forced choice mean ± std (min-max)   string match   | prior  chance  one answer  n")
     for attribute, row in summary["per_attribute"].items():
         fc, sm = row["forced_choice"], row["string_match"]
         console.print(f"  {attribute:16s}  {fc['mean']:6.2f} ± {fc['std']:5.2f} ({fc['min']:.2f}-{fc['max']:.2f})"
                       f"   {sm['mean']:6.2f} ± {sm['std']:5.2f}  | {row['prior_forced_choice']}  {row['chance']}  "
-                      f"{row['questions']}")
+                      f"{row['majority']}  {row['questions']}")
     if track:
         from components.tracking import stage_run
 

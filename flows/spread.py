@@ -1,7 +1,7 @@
 """Held-out figures over several training seeds: the same label rows trained once per `train.seed` and
 evaluated on the same held-out questions, then per attribute the mean, spread (sample standard
-deviation), lowest and highest, beside the text-only prior (which no training seed changes), chance and
-the number of questions. A change is judged against this noise, not against one run.
+deviation), lowest and highest, beside the text-only prior (which no training seed changes), chance, the
+score of one fixed answer (`majority`) and the number of questions. A change is judged against this noise, not against one run.
 
 Each seed trains into `<out>/seed-<n>/train` and evaluates into `<out>/seed-<n>/evaluate`, outside the
 DVC pipeline's outputs (`data/train`, `data/evaluate` stay as `dvc repro` left them). Idempotent: a
@@ -42,6 +42,7 @@ def summarise(runs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     for attribute, row in table.items():
         row["prior_forced_choice"] = first["prior_forced_choice"].get(attribute)  # no audio: the same every seed
         row["chance"] = first["chance"].get(attribute)
+        row["majority"] = first.get("majority", {}).get(attribute)  # one fixed answer's score (metrics of old runs: None)
         row["questions"] = first.get("questions", {}).get(attribute)
     return {"seeds": seeds, "per_attribute": table}
 

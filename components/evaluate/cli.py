@@ -18,7 +18,8 @@ def print_metrics(metrics: dict[str, Any], seconds: float, out: Path) -> None:
     for attr in per["string_match"]:
         console.print(f"  {attr:16s} string-match {per['string_match'][attr]:6.2f}  forced-choice "
                       f"{per['forced_choice'][attr]:6.2f}  | text-only prior {per['prior_string_match'][attr]:6.2f} / "
-                      f"{per['prior_forced_choice'][attr]:6.2f}  | chance {per['chance'].get(attr)}")
+                      f"{per['prior_forced_choice'][attr]:6.2f}  | chance {per['chance'].get(attr)}, one answer "
+                      f"{per.get('majority', {}).get(attr)}")
     console.print(f"  transcript WER {metrics['transcript_wer']}; IF audio {metrics['if_rate_audio']} vs text "
                   f"{metrics['if_rate_text']} -> forgetting {metrics['forgetting_rate']}")
 

@@ -116,6 +116,18 @@ def _by_sub(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
     return {k: round(100.0 * c / n, 2) for k, (c, n) in sorted(acc.items())}
 
 
+def _majority(questions: list[dict[str, Any]]) -> dict[str, float]:
+    """Per sub-category, the score of one fixed answer, the most common one (% of its questions); overall,
+    of one such answer a sub-category. A skewed split (most held-out clips "Very high" in volume) lets a
+    model that always says one word beat chance without hearing anything: judge it against this too."""
+    answers: dict[str, Counter[str]] = defaultdict(Counter)
+    for q in questions:
+        answers[q["sub-category"]][q["answer"]] += 1
+    top = {k: c.most_common(1)[0][1] for k, c in answers.items()}
+    out = {k: round(100.0 * top[k] / sum(c.values()), 2) for k, c in answers.items()}
+    return dict(sorted(out.items())) | {"overall": round(100.0 * sum(top.values()) / max(len(questions), 1), 2)}
+
+
 def evaluate_trained(prof: Any, model_dir: Path, seeds_dir: Path, out_dir: Path,
                      show_progress: bool = True) -> dict[str, Any]:
     """`evaluate_model` on a trained model dir as the profile deploys it: transcripts from the model's Whisper
@@ -177,6 +189,7 @@ def evaluate_model(model: Any, seeds: Iterable[dict[str, Any]], data_root: Path,
         "prior_string_match": _by_sub(questions, "prior_match"),
         "prior_forced_choice": _by_sub(questions, "prior_fc_correct"),
         "chance": dict(sorted(chance.items())),
+        "majority": _majority(questions),
         "questions": dict(sorted(Counter(q["sub-category"] for q in questions).items())) | {"overall": len(questions)},
     }
 

@@ -28,6 +28,7 @@ def test_summary_is_each_seeds_figures_with_mean_and_spread() -> None:
             "string_match": {"Gender": gender - 10, "What was said": said},
             "prior_forced_choice": {"Gender": 50.0, "What was said": 30.0},
             "chance": {"Gender": 50.0, "What was said": 25.0},
+            "majority": {"Gender": 62.07, "What was said": 1.72},
             "questions": {"Gender": 59, "What was said": 58}}}
 
     got = summarise({2: metrics(90.0, 60.0), 0: metrics(80.0, 40.0), 1: metrics(85.0, 50.0)})
@@ -36,6 +37,7 @@ def test_summary_is_each_seeds_figures_with_mean_and_spread() -> None:
     assert gender["forced_choice"] == {"mean": 85.0, "std": 5.0, "min": 80.0, "max": 90.0, "values": [80.0, 85.0, 90.0]}
     assert gender["string_match"]["mean"] == 75.0
     assert (gender["prior_forced_choice"], gender["chance"], gender["questions"]) == (50.0, 50.0, 59)
+    assert gender["majority"] == 62.07
     assert got["per_attribute"]["What was said"]["forced_choice"]["std"] == 10.0
 
 
@@ -61,6 +63,7 @@ def test_spread_trains_each_seed_evaluates_the_same_questions_and_reruns_nothing
         assert row["forced_choice"]["values"] == values
         assert row["forced_choice"]["mean"] == round(statistics.fmean(values), 2)
         assert row["questions"] == runs[0]["per_attribute"]["questions"][attribute]
+        assert row["majority"] == runs[0]["per_attribute"]["majority"][attribute]
     # the same questions for every seed; a different seed trained a different connector
     assert runs[0]["questions"] == runs[1]["questions"]
     weights = [(out / f"seed-{s}" / "train" / "model" / "model.safetensors").read_bytes() for s in (0, 1)]

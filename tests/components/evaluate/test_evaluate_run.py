@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,11 @@ def test_evaluate_model_outputs_and_batched_scoring(evaluated, heldout, model: D
     per = metrics["per_attribute"]
     assert per["chance"]["Gender"] == 50.0 and per["chance"]["Pitch"] == 20.0
     assert set(per["forced_choice"]) == subs | {"overall"}
+    for sub in subs:  # one fixed answer's score: its most common answer's share of the questions
+        answers = Counter(p["answer"] for p in preds if p["sub-category"] == sub)
+        assert per["majority"][sub] == round(100 * max(answers.values()) / sum(answers.values()), 2)
+    tops = sum(max(Counter(p["answer"] for p in preds if p["sub-category"] == s).values()) for s in subs)
+    assert per["majority"]["overall"] == round(100 * tops / len(preds), 2)
     assert metrics["mmau"]["total"]["n"] == len(preds)
     assert 0.0 <= metrics["transcript_wer"] < 0.5  # asterisk prompts through Whisper tiny
     assert metrics["if_rate_text"] >= 0 and "forgetting_rate" in metrics
