@@ -17,6 +17,12 @@ def row_id(clip_id: str, index: int | str) -> str:
     return f"{clip_id}-{index}"
 
 
+def model_text(seed: dict[str, Any]) -> str | None:
+    """The text a row gives the model beside the clip's audio: the seed's `model_text` (`seeds.model_text`:
+    the corpus's transcript or Whisper's), else, for seeds written before it existed, the transcript."""
+    return seed.get("model_text", seed.get("transcript")) or None
+
+
 def aqa_row(seed: dict[str, Any], index: int | str, prompt: str, response: str) -> dict[str, Any]:
     """One DeSTA-AQA5M row; `audio` stays relative to the data root."""
     return {
@@ -30,7 +36,7 @@ def aqa_row(seed: dict[str, Any], index: int | str, prompt: str, response: str) 
             {
                 "role": "user",
                 "content": f"{AUDIO_TOKEN}\n{prompt}",
-                "audios": [{"audio": seed["audio"], "text": seed.get("model_text", seed.get("transcript")) or None}],
+                "audios": [{"audio": seed["audio"], "text": model_text(seed)}],
             },
         ],
     }

@@ -30,7 +30,7 @@ from components.label.backends import Backend, Request
 from components.label.cache import Cached, ResponseCache
 from components.label.choices import choice_copy, said_choice, stated_rows
 from components.label.pool import DEFAULT_POOL
-from components.label.rows import aqa_row, dumps_rows
+from components.label.rows import aqa_row, dumps_rows, model_text
 from components.label.units import (SEED_FIELDS, LabelJob, Unit, UnitResult, plan_batches, plan_units, prepare_job,
                                     process_name)
 from components.progress import progress_bar
@@ -161,7 +161,8 @@ def _seeds_digest(units: list[Unit]) -> str:
     h = hashlib.sha256()
     for u in units:
         for seed in u.seeds():
-            h.update(json.dumps([seed[f] for f in SEED_FIELDS[:5]], ensure_ascii=False).encode() + b"\n")
+            fields = [seed[f] for f in SEED_FIELDS[:5]] + [model_text(seed)]
+            h.update(json.dumps(fields, ensure_ascii=False).encode() + b"\n")
     return h.hexdigest()
 
 

@@ -29,6 +29,7 @@ from components.records import DamagedFile, rewrite, seed_files
 
 CACHE_DIR = "cache"
 SEED_FIELDS = ("id", "dataset", "audio", "transcript", "seed_description", "kind")
+OPTIONAL_SEED_FIELDS = ("model_text",)  # absent from seeds written before `seeds.model_text` (rows.model_text)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Unit:
     size: int  # items: clips x instructions_per_clip (+ label.more_draws where they fit)
 
     def seeds(self) -> Iterator[dict[str, Any]]:
-        """The unit's seed rows (SEED_FIELDS only), in input order."""
+        """The unit's seed rows (SEED_FIELDS and those of OPTIONAL_SEED_FIELDS they have), in input order."""
         for path, packed in self.lines:
             with open(path, "rb") as f:
                 for offset in array("q", packed):
@@ -64,7 +65,7 @@ class Unit:
                     except json.JSONDecodeError:
                         raise DamagedFile(f"{path}: the seed row at byte {offset} changed since the label plan",
                                           rewrite("`desta seeds`")) from None
-                    yield {f: seed.get(f) for f in SEED_FIELDS}
+                    yield {f: seed.get(f) for f in SEED_FIELDS} | {f: seed[f] for f in OPTIONAL_SEED_FIELDS if f in seed}
 
 
 @dataclass

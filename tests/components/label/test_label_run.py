@@ -293,3 +293,27 @@ def test_choice_said_asks_every_clip_what_was_said(tmp_path: Path, models: Model
         assert seed["transcript"] in options and len(read) == 4
     prov = json.loads((tmp_path / "said" / "shards" / PROVENANCE).read_text())
     assert prov["filters"]["choice_said"] is True
+
+
+def test_model_text_reaches_every_row_and_changes_no_generation(tmp_path: Path, models: ModelsConfig,
+                                                                hf_backend) -> None:
+    """Seeds with `model_text` (seeds.model_text: whisper) give the model Whisper's words beside the audio in
+    every row, choice rows too; the labeller still reads the corpus's transcript in the seed description (all
+    cache hits), the answers and choice options are unchanged, and the seeds' digest records the new text."""
+    seeds = [s for s in seed_rows(12) if s["kind"] == "speech"]
+    heard = [s | {"model_text": s["transcript"].lower().rstrip(".") + " uh"} for s in seeds]
+    cfg = label_cfg(instructions_per_clip=1, focus=True, kinds=["gender"], choice_rows=True, choice_said=True,
+                    shard_rows=64)
+    corpus = label(seed_file(tmp_path, seeds), tmp_path / "corpus", cfg, models, cache_dir=tmp_path / "cache",
+                   backend=hf_backend, show_progress=False)
+    whisper = label(seed_file(tmp_path, heard), tmp_path / "whisper", cfg, models, cache_dir=tmp_path / "cache",
+                    backend=hf_backend, show_progress=False)
+    before, after = read_rows(tmp_path / "corpus"), read_rows(tmp_path / "whisper")
+    assert whisper["generated"] == 0 and corpus["generated"] > 0 and len(after) == len(before) > len(seeds)
+    text = {s["audio"]: s["model_text"] for s in heard}
+    for old, new in zip(before, after):
+        audio = new["messages"][1]["audios"][0]
+        assert audio["text"] == text[audio["audio"]] != old["messages"][1]["audios"][0]["text"]
+        assert {k: v for k, v in new.items() if k != "messages"} == {k: v for k, v in old.items() if k != "messages"}
+    digests = [json.loads((tmp_path / d / "shards" / PROVENANCE).read_text())["seeds"]["sha256"] for d in ("corpus", "whisper")]
+    assert digests[0] != digests[1]
