@@ -71,9 +71,10 @@ FAMILY_WORDS = {
     "Reed": re.compile(r"\b(?:saxophones?|sax|clarinets?|oboes?|bassoons?|reeds?)\b", re.I),
     "Flute": re.compile(r"\b(?:flutes?|piccolos?|recorders?|(?:pan\s?)?pipes?(?!\s+organ)|whistles?|ocarinas?)\b", re.I),
 }
-_CANON = {"loudly": "loud", "louder": "loud", "quietly": "quiet", "quieter": "quiet", "soft": "quiet", "softly": "quiet",
-          "softer": "quiet", "quick": "fast", "rapid": "fast", "slowly": "slow", "quickly": "fast", "rapidly": "fast", "middle": "medium",
-          "mid": "medium", "moderate": "medium", "brisk": "fast", "briskly": "fast", "lively": "fast"}
+_CANON = {"quick": "fast", "rapid": "fast", "slowly": "slow", "quickly": "fast", "rapidly": "fast", "middle": "medium",
+          "mid": "medium", "moderate": "medium", "brisk": "fast", "briskly": "fast", "lively": "fast",
+          "loudly": "loud", "louder": "loud", "quietly": "quiet", "quieter": "quiet", "soft": "quiet", "softly": "quiet",
+          "softer": "quiet"}
 # A sentence end: . ! or ? (optionally closed by a quote or bracket) before whitespace or the end.
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 _SEED_FIELD = r"\b{}:\s*([A-Za-z ]+?)\s*[,)]"
